@@ -1,0 +1,66 @@
+"""Programs: the software that CPUs execute, as labelled atomic steps.
+
+A program is installed in memory as a *code object* (see hw.memory); a CPU's program counter
+is ``(address of the code object, label)``.  Each step is a function ``step(bus, regs)``
+that performs at most one access visible to other actors (a port, a shared memory word, an
+IPI) plus local computation, and returns the next label — ``(label, regs)`` to change
+registers — or ``None`` when it cannot proceed yet (a spin-wait whose condition is false;
+spinning changes nothing, so it is modelled as a disabled step).  Firmware and guest OS
+programs are written against :class:`smm_hotplug.hw.bus.Bus`, i.e. only through registers,
+ports, memory and IPIs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from smm_hotplug.hw.bus import Bus
+
+Regs = tuple[Any, ...]
+StepResult = str | tuple[str, Regs] | None
+Step = Callable[["Bus", Regs], StepResult]
+
+
+class Program:
+    def __init__(self, name: str, owner: str, size: int = 0x200, doc: str = "") -> None:
+        self.name = name
+        self.owner = owner  # who authors it: "firmware" or "os"
+        self.size = size
+        self.doc = doc
+        self.steps: dict[str, Step] = {}
+
+    def step(self, label: str) -> Callable[[Step], Step]:
+        def register(fn: Step) -> Step:
+            if label in self.steps:
+                raise ValueError(f"{self.name}: duplicate label {label}")
+            self.steps[label] = fn
+            return fn
+
+        return register
+
+    def __repr__(self) -> str:
+        return f"Program({self.name})"
+
+
+PROGRAMS: dict[str, Program] = {}
+
+
+def program(name: str, owner: str, size: int = 0x200, doc: str = "") -> Program:
+    if name in PROGRAMS:
+        raise ValueError(f"program {name} defined twice")
+    prog = Program(name, owner, size, doc)
+    PROGRAMS[name] = prog
+    return prog
+
+
+def setreg(regs: Regs, index: int, value: Any) -> Regs:
+    """Registers with one slot changed (the file grows as needed)."""
+    if index < len(regs):
+        return (*regs[:index], value, *regs[index + 1 :])
+    return (*regs, *([0] * (index - len(regs))), value)
+
+
+def reg(regs: Regs, index: int, default: Any = 0) -> Any:
+    return regs[index] if index < len(regs) else default

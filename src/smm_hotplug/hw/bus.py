@@ -1,0 +1,280 @@
+"""What one instruction step of a program can do: the CPU's interface to the machine.
+
+Software (firmware, guest OS, adversary payloads) sees the platform only through this: memory
+through the CPU's current view, I/O ports, local APIC IPIs, and the few CPU instructions that
+matter here (RSM, HLT, CLI/STI, LIDT, IRET, far jumps, WRMSR of an SMBASE MSR where a design has
+one).  Every write carries the provenance of the code performing it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from smm_hotplug.code import PROGRAMS, Regs, StepResult
+from smm_hotplug.hw.cpu import HALTED, WAIT_SIPI
+from smm_hotplug.hw.memory import Obj
+
+if TYPE_CHECKING:
+    from smm_hotplug.hw.machine import Machine, Platform
+    from smm_hotplug.hw.trace import Log
+
+
+class Bus:
+    __slots__ = ("_changes", "_jump", "_transferred", "accesses", "log", "m", "owner", "plat", "prog", "slot")
+
+    def __init__(self, plat: Platform, m: Machine, slot: int, log: Log, owner: str, prog: str) -> None:
+        self.plat = plat
+        self.m = m
+        self.slot = slot
+        self.log = log
+        self.owner = owner  # provenance of writes: who wrote the code being executed
+        self.prog = prog
+        self.accesses = 0
+        self._changes: dict[str, Any] = {}
+        self._jump: tuple[int, str, Regs] | None = None
+        self._transferred = False
+
+    # -- identity ----------------------------------------------------------------------------
+    @property
+    def opt(self) -> Any:
+        """Build options of the software image (firmware switches, OS behaviour)."""
+        return self.plat.software
+
+    @property
+    def cfg(self) -> Any:
+        return self.plat.cfg
+
+    @property
+    def apic_id(self) -> int:
+        """CPUID: this CPU's initial APIC ID."""
+        return self.plat.cfg.apic_id(self.slot)
+
+    @property
+    def smm(self) -> bool:
+        return self.m.cpus[self.slot].smm
+
+    @property
+    def smbase(self) -> int:
+        """Only meaningful to SMM code (it is the base its own save-state map sits at)."""
+        return self.m.cpus[self.slot].smbase
+
+    @property
+    def actor(self) -> str:
+        return f"cpu{self.slot}"
+
+    def _view(self) -> str:
+        from smm_hotplug.hw.machine import CPU, SMM
+
+        return SMM if self.smm else CPU
+
+    # -- memory ------------------------------------------------------------------------------
+    def rd(self, addr: int, size: int = 4) -> int:
+        self.accesses += 1
+        value = self.plat.mem_read(self.m, addr, size, self._view(), self.log)
+        self.log.add("mem", self.actor, f"read{size * 8} [0x{addr:x}] -> 0x{value:x}", detail=True)
+        return value
+
+    def wr(self, addr: int, size: int, value: int) -> None:
+        self.accesses += 1
+        self.log.add("mem", self.actor, f"write{size * 8} [0x{addr:x}] <- 0x{value:x}", detail=True)
+        self.m = self.plat.mem_write(self.m, addr, size, value, self._view(), self.owner, self.log)
+
+    def cmpxchg(self, addr: int, size: int, expect: int, new: int) -> bool:
+        """LOCK CMPXCHG: atomic compare-and-swap; True when the swap happened."""
+        self.accesses += 1
+        view = self._view()
+        cur = self.plat.mem_read(self.m, addr, size, view, self.log)
+        ok = cur == expect
+        if ok:
+            self.m = self.plat.mem_write(self.m, addr, size, new, view, self.owner, self.log)
+        self.log.add("mem", self.actor, f"cmpxchg{size * 8} [0x{addr:x}] 0x{expect:x}->0x{new:x}: "
+                     f"{'swapped' if ok else f'found 0x{cur:x}'}", detail=True)
+        return ok
+
+    def xadd(self, addr: int, size: int, delta: int) -> int:
+        """LOCK XADD: atomic add, returns the old value."""
+        self.accesses += 1
+        view = self._view()
+        cur = self.plat.mem_read(self.m, addr, size, view, self.log)
+        mask = (1 << (8 * size)) - 1
+        self.m = self.plat.mem_write(self.m, addr, size, (cur + delta) & mask, view, self.owner, self.log)
+        return cur
+
+    def rd_many(self, addrs: list[int], size: int) -> list[int]:
+        """A snapshot read of several words.
+
+        Only for data one actor owns (e.g. the monarch's CPU table) or whose values only move
+        one way while read (rendezvous flags), where a word-by-word loop cannot observe
+        anything a snapshot would not.
+        """
+        self.accesses += 1
+        view = self._view()
+        return [self.plat.mem_read(self.m, a, size, view, self.log) for a in addrs]
+
+    def rd_bytes(self, addr: int, length: int) -> bytes:
+        """Read a private buffer (e.g. what fw_cfg DMA just delivered) in one go."""
+        self.accesses += 1
+        value = self.plat.mem_read(self.m, addr, length, self._view(), self.log)
+        return value.to_bytes(length, "little")
+
+    def wr_many(self, writes: list[tuple[int, int, int]]) -> None:
+        """Several writes to data only this code touches at this point (see rd_many)."""
+        self.accesses += 1
+        view = self._view()
+        for addr, size, value in writes:
+            self.m = self.plat.mem_write(self.m, addr, size, value, view, self.owner, self.log)
+
+    def timed_out(self, apic_id: int, waits_in: frozenset[str]) -> bool:
+        """Has a timed wait for the CPU ``apic_id`` expired?
+
+        Firmware waits for other CPUs with timeouts (PiSmmCpuDxeSmm).  The model does not count
+        time; instead a timeout expires exactly when waiting longer cannot help: the CPU is
+        gone, waits for SIPI, will not take an SMI, or is in SMM but busy in code other than
+        ``waits_in`` (under fair timing a live CPU answers well within the timeout).
+        """
+        cfg = self.plat.cfg
+        for slot, c in enumerate(self.m.cpus):
+            if not c.present or cfg.apic_id(slot) != apic_id:
+                continue
+            if c.mode == WAIT_SIPI:
+                return True
+            if not c.smm:
+                return not c.smi
+            if c.pc is None:
+                return True
+            obj = self.plat.mem_object(self.m, c.pc[0], "smm")
+            if obj is None or obj.value not in waits_in:
+                return True
+            return c.mode == HALTED  # parked, or stopped on a fatal error
+        return True
+
+    def rd_obj(self, addr: int) -> Obj | None:
+        """Read a symbolic value (e.g. a saved RIP) as the object stored there."""
+        self.accesses += 1
+        return self.plat.mem_object(self.m, addr, self._view())
+
+    def put_sym(self, addr: int, value: object, size: int) -> None:
+        self.accesses += 1
+        obj = Obj("sym", value, size, self.owner)
+        self.m = self.plat.mem_put(self.m, addr, obj, self._view(), self.log)
+
+    def install(self, addr: int, program: str) -> None:
+        """Copy a program's code to ``addr`` (its bytes get this code's provenance)."""
+        self.accesses += 1
+        prog = PROGRAMS[program]
+        self.log.add("mem", self.actor, f"installs {program} at 0x{addr:x}", detail=True)
+        self.m = self.plat.mem_put(self.m, addr, Obj("code", program, prog.size, self.owner), self._view(), self.log)
+
+    def load_image(self) -> None:
+        """Boot loader: copy the OS image from disk into RAM (its bytes are the OS's)."""
+        for addr, program in self.plat.disk:
+            prog = PROGRAMS[program]
+            self.m = self.plat.mem_put(self.m, addr, Obj("code", program, prog.size, "os"), self._view(), self.log)
+        self.log.add("fw", self.actor, "boot loader: OS image loaded")
+
+    # -- ports ---------------------------------------------------------------------------------
+    def inp(self, port: int, size: int = 1) -> int:
+        self.accesses += 1
+        self.m, value = self.plat.io_read(self.m, port, size, self.slot, self.actor, self.log)
+        return value
+
+    def out(self, port: int, size: int, value: int) -> None:
+        self.accesses += 1
+        self.m = self.plat.io_write(self.m, port, size, value, self.slot, self.actor, self.log)
+
+    def pci_write(self, devfn: tuple[int, int, int], reg: int, size: int, value: int) -> None:
+        """Config mechanism #1: address to 0xcf8, then data at 0xcfc (+ reg & 3)."""
+        bus, dev, fn = devfn
+        self.out(0xCF8, 4, 0x80000000 | bus << 16 | dev << 11 | fn << 8 | (reg & 0xFC))
+        self.out(0xCFC + (reg & 3), size, value)
+        self.accesses -= 1  # one config transaction
+
+    def pci_read(self, devfn: tuple[int, int, int], reg: int, size: int) -> int:
+        bus, dev, fn = devfn
+        self.out(0xCF8, 4, 0x80000000 | bus << 16 | dev << 11 | fn << 8 | (reg & 0xFC))
+        value = self.inp(0xCFC + (reg & 3), size)
+        self.accesses -= 1
+        return value
+
+    # -- local APIC ------------------------------------------------------------------------------
+    def ipi(self, dest: int, mode: int, vector: int = 0) -> None:
+        self.accesses += 1
+        self.m = self.plat.send_ipi(self.m, self.slot, dest, mode, vector, self.log)
+
+    # -- instructions ------------------------------------------------------------------------------
+    def rsm(self) -> None:
+        if not self.smm:
+            self.log.add("cpu", self.actor, "RSM outside SMM: #UD")
+            return
+        self.m = self.plat.rsm(self.m, self.slot, self.log)
+        self._transferred = True
+
+    def hlt(self) -> None:
+        self._changes["mode"] = HALTED
+
+    def cli(self) -> None:
+        self._changes["intr"] = False
+
+    def sti(self) -> None:
+        self._changes["intr"] = True
+
+    def lidt(self, handler: int) -> None:
+        self._changes["idt"] = handler
+
+    def iret(self) -> None:
+        cpu = self.m.cpus[self.slot]
+        if cpu.frame is None:
+            return
+        pc, regs = cpu.frame
+        self._jump = (pc[0], pc[1], regs)
+        self._changes["frame"] = None
+        self._changes["intr"] = True
+
+    def jump(self, addr: int, label: str = "entry", regs: Regs = ()) -> None:
+        self._jump = (addr, label, regs)
+
+    def wrmsr_smbase(self, value: int) -> bool:
+        """WRMSR to an SMBASE MSR.  Only where the design makes it writable outside SMM."""
+        self.accesses += 1
+        if not self.plat.cfg.hw.smbase_msr_writable and not self.smm:
+            self.log.add("cpu", self.actor, "WRMSR SMBASE outside SMM: #GP")
+            return False
+        self.log.add("cpu", self.actor, f"WRMSR SMBASE <- 0x{value:x}")
+        self._changes["smbase"] = value
+        return True
+
+    def note(self, text: str) -> None:
+        """A line in the timeline, attributed to the software running here."""
+        kind = {"firmware": "fw", "os": "os"}.get(self.owner, "note")
+        self.log.add(kind, self.actor, text)
+
+    def claim_smram(self, base: int, size: int) -> None:
+        """Ghost annotation: firmware now keeps SMM code/data in [base, base+size)."""
+        claims = self.m.smram_claims
+        if (base, size) not in claims:
+            self.m = self.m._replace(smram_claims=(*claims, (base, size)))
+
+    # -- completion --------------------------------------------------------------------------------
+    def finish(self, result: StepResult) -> Machine:
+        from smm_hotplug.hw.machine import set_cpu
+
+        assert result is not None
+        if isinstance(result, str):
+            label, regs = result, None
+        else:
+            label, regs = result
+        cpu = self.m.cpus[self.slot]
+        if self._transferred:
+            return self.m
+        if cpu.pc is None:
+            return self.m
+        changes = dict(self._changes)
+        if self._jump is not None:
+            addr, jlabel, jregs = self._jump
+            changes["pc"] = (addr, jlabel)
+            changes["regs"] = jregs
+        else:
+            changes["pc"] = (cpu.pc[0], label)
+            if regs is not None:
+                changes["regs"] = regs
+        return set_cpu(self.m, self.slot, cpu._replace(**changes))

@@ -1,0 +1,94 @@
+"""x86 processor state relevant to SMM, and its architectural constants.
+
+Sources: Intel SDM vol. 3C ch. 32 "System Management Mode"; QEMU target/i386 (smm_helper.c,
+64-bit "AMD-style" save-state map that QEMU implements for x86_64 guests).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# Run states of a CPU slot.
+ABSENT = 0  # no CPU in the slot (not plugged, or ejected)
+WAIT_SIPI = 1  # after RESET/INIT of an AP, or a freshly hot-plugged CPU: waits for a SIPI
+RUNNING = 2
+HALTED = 3  # executed HLT; SMI, INIT and (with IF=1) interrupts wake it
+
+MODE_NAMES = {ABSENT: "absent", WAIT_SIPI: "wait-for-SIPI", RUNNING: "running", HALTED: "halted"}
+
+# SDM 32.4: SMBASE after RESET is 0x30000; the first SMI enters at 3000:8000.
+DEFAULT_SMBASE = 0x30000
+SMI_HANDLER_OFFSET = 0x8000
+# The state-save map occupies the top 1 KiB of the 64 KiB SMRAM segment.
+SAVE_STATE_START = 0xFC00
+SAVE_STATE_END = 0x10000
+# QEMU's 64-bit save-state map (target/i386/tcg/sysemu/smm_helper.c), offsets from SMBASE:
+SS_REVISION_ID = 0xFEFC  # SMM revision identifier
+SS_SMBASE = 0xFF00  # SMBASE field, reloaded by RSM when the revision ID has bit 17
+SS_RFLAGS = 0xFF70
+SS_RIP = 0xFF78
+SS_GPRS = 0xFF80  # general purpose registers (0xFF80..0xFFFF)
+SMM_REVISION_ID = 0x00020064  # QEMU x86_64: bit 17 = SMBASE relocation supported
+REVISION_SMBASE_RELOCATION = 1 << 17
+
+EFLAGS_IF = 1 << 9
+
+# Local APIC ICR delivery modes (SDM vol. 3A 10.6.1).
+DM_FIXED = 0
+DM_SMI = 2
+DM_NMI = 4
+DM_INIT = 5
+DM_SIPI = 6
+DELIVERY_MODE_NAMES = {
+    DM_FIXED: "fixed",
+    DM_SMI: "SMI",
+    DM_NMI: "NMI",
+    DM_INIT: "INIT",
+    DM_SIPI: "SIPI",
+}
+# ICR destination shorthand "all excluding self".
+ALL_EXCLUDING_SELF = -1
+
+Pc = tuple[int, str]  # (base address of the code object, label inside the program)
+
+
+class Cpu(NamedTuple):
+    """One CPU slot.  ``regs`` is the program-visible register file (a small tuple)."""
+
+    mode: int = ABSENT
+    smm: bool = False
+    smbase: int = DEFAULT_SMBASE
+    pc: Pc | None = None
+    regs: tuple = ()
+    intr: bool = False  # EFLAGS.IF
+    smi: bool = False  # an SMI is latched
+    init: bool = False  # an INIT is pending (held while in SMM)
+    irq: int = 0  # bitmask of pending fixed-interrupt vectors
+    frame: tuple | None = None  # interrupt return frame (pc, regs, intr)
+    idt: int = 0  # code address interrupts vector to (set by the OS with LIDT)
+
+    @property
+    def present(self) -> bool:
+        return self.mode != ABSENT
+
+
+def power_on_cpu(is_bsp: bool, reset_pc: Pc | None) -> Cpu:
+    """A CPU after RESET: the BSP runs the firmware at the reset vector, APs wait for SIPI."""
+    if is_bsp:
+        return Cpu(mode=RUNNING, pc=reset_pc)
+    return Cpu(mode=WAIT_SIPI)
+
+
+def hot_added_cpu(smbase: int = DEFAULT_SMBASE) -> Cpu:
+    """A CPU created by device_add: reset state, waiting for SIPI (QEMU x86_cpu_realizefn)."""
+    return Cpu(mode=WAIT_SIPI, smbase=smbase)
+
+
+def after_init(cpu: Cpu) -> Cpu:
+    """INIT: the CPU waits for SIPI; SMBASE is kept (SDM 32.11, QEMU do_cpu_init)."""
+    return Cpu(mode=WAIT_SIPI, smbase=cpu.smbase, smi=cpu.smi, irq=0)
+
+
+def after_sipi(cpu: Cpu, vector: int) -> Cpu:
+    """SIPI to a waiting CPU: real mode at vector * 0x1000."""
+    return cpu._replace(mode=RUNNING, pc=(vector << 12, "entry"), regs=(), intr=False)

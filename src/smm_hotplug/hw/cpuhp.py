@@ -1,0 +1,109 @@
+"""QEMU's ACPI CPU hotplug register block at I/O 0x0cd8.
+
+Legacy interface: a 32-byte read-only bitmap of present APIC IDs (hw/acpi/cpu_hotplug.c);
+writing 0 to its first byte switches, one way, to the modern 12-byte interface
+(docs/specs/acpi_cpu_hotplug.rst, hw/acpi/cpu.c).  Nothing here is reset by a system reset.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+BASE = 0x0CD8
+LEGACY_LEN = 32  # ACPI_GPE_PROC_LEN
+MODERN_LEN = 12  # ACPI_CPU_HOTPLUG_REG_LEN
+
+# Modern register offsets.
+SELECTOR = 0x0  # write: CPU selector (u32); read: command data 2 (u32)
+FLAGS = 0x4  # u8 read: flags / write: control
+COMMAND = 0x5  # u8 write
+DATA = 0x8  # u32 read/write: command data
+
+# Flags (read) and control (write) bits.
+F_ENABLED = 0x01
+F_INSERT = 0x02  # read: insert event pending; write 1: clear it
+F_REMOVE = 0x04  # read: remove event pending; write 1: clear it
+F_EJECT = 0x08  # write 1: eject the selected CPU (reads 0)
+F_FW_REMOVE = 0x10  # read: firmware handles the removal; write 1: set it
+
+# Commands.
+CMD_GET_NEXT_WITH_EVENT = 0
+CMD_OST_EVENT = 1
+CMD_OST_STATUS = 2
+CMD_GET_ARCH_ID = 3
+CMD_MAX = 4
+
+# Design "hotplug-smbase-reg": a per-slot SMBASE register that only SMM may write.
+SMBASE_REG = 0xC  # u32, present only with that hardware feature
+SMBASE_REG_LEN = 4
+
+# _OST values QEMU forwards in ACPI_DEVICE_OST (ACPI 6.x table 6-196 and 6-197).
+OST_EV_INSERT = 0x01
+OST_EV_EJECT = 0x03
+OST_ST_SUCCESS = 0x00
+
+
+class CpuHp(NamedTuple):
+    modern: bool = False
+    selector: int = 0
+    command: int = 0
+    insert: int = 0  # bit per slot
+    remove: int = 0
+    fw_remove: int = 0
+    ost: tuple[tuple[int, int, int], ...] = ()  # (slot, event, status), sorted by slot
+    smbase_regs: tuple[int, ...] = ()
+
+
+def initial(max_cpus: int, smbase_regs: bool) -> CpuHp:
+    return CpuHp(smbase_regs=(0,) * max_cpus if smbase_regs else ())
+
+
+def has(mask: int, slot: int) -> bool:
+    return bool(mask >> slot & 1)
+
+
+def set_bit(mask: int, slot: int, on: bool) -> int:
+    return mask | (1 << slot) if on else mask & ~(1 << slot)
+
+
+def legacy_read_byte(present_apic_ids: frozenset[int], offset: int) -> int:
+    value = 0
+    for bit in range(8):
+        if offset * 8 + bit in present_apic_ids:
+            value |= 1 << bit
+    return value
+
+
+def flags(hp: CpuHp, slot: int, present: bool) -> int:
+    return (
+        (F_ENABLED if present else 0)
+        | (F_INSERT if has(hp.insert, slot) else 0)
+        | (F_REMOVE if has(hp.remove, slot) else 0)
+        | (F_FW_REMOVE if has(hp.fw_remove, slot) else 0)
+    )
+
+
+def next_with_event(hp: CpuHp, max_cpus: int) -> int:
+    """Command 0: scan from the selector inclusive, wrapping once; selector kept if none."""
+    events = hp.insert | hp.remove | hp.fw_remove
+    it = hp.selector
+    while True:
+        if has(events, it):
+            return it
+        it = it + 1 if it + 1 < max_cpus else 0
+        if it == hp.selector:
+            return hp.selector
+
+
+def set_ost(hp: CpuHp, slot: int, event: int | None = None, status: int | None = None) -> CpuHp:
+    cur = {s: (e, st) for s, e, st in hp.ost}
+    e, st = cur.get(slot, (0, 0))
+    cur[slot] = (e if event is None else event, st if status is None else status)
+    return hp._replace(ost=tuple(sorted((s, e, st) for s, (e, st) in cur.items())))
+
+
+def ost_of(hp: CpuHp, slot: int) -> tuple[int, int]:
+    for s, e, st in hp.ost:
+        if s == slot:
+            return e, st
+    return 0, 0

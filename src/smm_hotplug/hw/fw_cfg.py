@@ -1,0 +1,174 @@
+"""QEMU fw_cfg (x86 I/O interface): selector 0x510, data 0x511, DMA address 0x514/0x518.
+
+From QEMU hw/nvram/fw_cfg.c and docs/specs/fw_cfg.rst (7.2), with the file catalogue a
+`-machine q35,smm=on` guest sees (observed on Debian's QEMU 7.2).  Only what the firmware
+model and the SMI negotiation need has real contents; the ACPI/SMBIOS blobs and option ROMs
+QEMU generates are listed with QEMU's names and sizes and read as zeros (not modelled).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from smm_hotplug.hw.config import PlatformConfig
+
+PORT_SELECTOR = 0x510
+PORT_DATA = 0x511
+PORT_DMA = 0x514  # 8 bytes, big endian: high half at 0x514, low half at 0x518 starts DMA
+
+# Well-known keys (include/standard-headers/linux/qemu_fw_cfg.h).
+KEY_SIGNATURE = 0x00
+KEY_ID = 0x01
+KEY_UUID = 0x02
+KEY_RAM_SIZE = 0x03
+KEY_NOGRAPHIC = 0x04
+KEY_NB_CPUS = 0x05
+KEY_MACHINE_ID = 0x06
+KEY_BOOT_MENU = 0x0E
+KEY_MAX_CPUS = 0x0F
+KEY_FILE_DIR = 0x19
+KEY_FILE_FIRST = 0x20
+ENTRY_MASK = 0x3FFF
+INVALID = 0xFFFF
+
+ID_TRADITIONAL = 0x01
+ID_DMA = 0x02
+DMA_SIGNATURE = 0x51454D5520434647  # "QEMU CFG"
+
+# FWCfgDmaAccess control bits.
+DMA_CTL_ERROR = 0x01
+DMA_CTL_READ = 0x02
+DMA_CTL_SKIP = 0x04
+DMA_CTL_SELECT = 0x08
+DMA_CTL_WRITE = 0x10
+
+# e820 entry types.
+E820_RAM = 1
+E820_RESERVED = 2
+# QEMU 7.1+ reserves the AMD HyperTransport window below 1 TiB (hw/i386/pc.c).
+HT_RESERVED_BASE = 0xFD_0000_0000
+HT_RESERVED_SIZE = 0x3_0000_0000
+
+FILE_SUPPORTED = "etc/smi/supported-features"
+FILE_REQUESTED = "etc/smi/requested-features"
+FILE_FEATURES_OK = "etc/smi/features-ok"
+WRITABLE_FILES = frozenset({FILE_REQUESTED})
+
+
+class FwCfg(NamedTuple):
+    entry: int = INVALID  # current selector (cur_entry)
+    offset: int = 0
+    dma_addr: int = 0
+
+
+def reset() -> FwCfg:
+    return FwCfg()
+
+
+def smbios_tables_size(cfg: PlatformConfig) -> int:
+    """Size of QEMU's generated etc/smbios/smbios-tables.
+
+    Measured on QEMU 7.2 (q35): 309 bytes for one socket, one DIMM and one RAM range; each
+    further socket adds a type 4 structure (65 bytes), each further 16 GiB DIMM a type 17
+    (53 bytes), and RAM above 4 GiB a second type 19 (33 bytes).
+    """
+    dimms = -(-cfg.ram_bytes // (16 << 30))
+    return (
+        309
+        + 65 * (cfg.topology.sockets - 1)
+        + 53 * (dimms - 1)
+        + (33 if cfg.above_4g else 0)
+    )
+
+
+def e820_table(cfg: PlatformConfig) -> bytes:
+    """etc/e820 as QEMU builds it: the HyperTransport hole, low RAM, then RAM above 4 GiB."""
+    entries = [(HT_RESERVED_BASE, HT_RESERVED_SIZE, E820_RESERVED), (0, cfg.below_4g, E820_RAM)]
+    if cfg.above_4g:
+        entries.append((1 << 32, cfg.above_4g, E820_RAM))
+    return b"".join(struct.pack("<QQI", a, n, t) for a, n, t in entries)
+
+
+def files(cfg: PlatformConfig, smi: tuple[int, int, int]) -> list[tuple[str, bytes]]:
+    """The named files, sorted by name as QEMU's directory lists them."""
+    requested, features_ok, supported = smi
+    table = [
+        ("bios-geometry", b""),
+        ("bootorder", b""),
+        ("etc/acpi/rsdp", bytes(20)),
+        ("etc/acpi/tables", bytes(131072)),
+        ("etc/boot-fail-wait", struct.pack("<i", -1)),
+        ("etc/e820", e820_table(cfg)),
+        ("etc/smbios/smbios-anchor", bytes(31)),
+        ("etc/smbios/smbios-tables", bytes(smbios_tables_size(cfg))),
+        (FILE_FEATURES_OK, bytes([features_ok])),
+        (FILE_REQUESTED, struct.pack("<Q", requested)),
+        (FILE_SUPPORTED, struct.pack("<Q", supported)),
+        ("etc/system-states", bytes([0x80, 0x00, 0x00, 0x81, 0x82, 0x80])),
+        ("etc/table-loader", bytes(4096)),
+        ("etc/tpm/log", b""),
+        ("genroms/kvmvapic.bin", bytes(9216)),
+    ]
+    return sorted(table)
+
+
+def file_key(cfg: PlatformConfig, name: str) -> int:
+    for i, (n, _) in enumerate(files(cfg, (0, 0, 0))):
+        if n == name:
+            return KEY_FILE_FIRST + i
+    raise KeyError(name)
+
+
+def directory(cfg: PlatformConfig, smi: tuple[int, int, int]) -> bytes:
+    entries = files(cfg, smi)
+    out = [struct.pack(">I", len(entries))]
+    for i, (name, data) in enumerate(entries):
+        raw = name.encode()[:55]
+        out.append(struct.pack(">IHH", len(data), KEY_FILE_FIRST + i, 0) + raw + bytes(56 - len(raw)))
+    return b"".join(out)
+
+
+def item(cfg: PlatformConfig, key: int, smi: tuple[int, int, int]) -> bytes | None:
+    """Contents of the item a selector names (None: no such item)."""
+    k = key & ENTRY_MASK
+    if key & 0x8000:
+        return None
+    if k == KEY_SIGNATURE:
+        return b"QEMU"
+    if k == KEY_ID:
+        return struct.pack("<I", ID_TRADITIONAL | ID_DMA)
+    if k == KEY_UUID:
+        return bytes(16)
+    if k == KEY_RAM_SIZE:
+        return struct.pack("<Q", cfg.ram_bytes)
+    if k == KEY_NOGRAPHIC:
+        return struct.pack("<H", 0)
+    if k == KEY_NB_CPUS:
+        return struct.pack("<H", cfg.boot_cpus)
+    if k == KEY_MAX_CPUS:
+        return struct.pack("<H", cfg.max_cpus)
+    if k == KEY_BOOT_MENU:
+        return struct.pack("<H", 0)
+    if k == KEY_FILE_DIR:
+        return directory(cfg, smi)
+    if k >= KEY_FILE_FIRST:
+        table = files(cfg, smi)
+        i = k - KEY_FILE_FIRST
+        if i < len(table):
+            return table[i][1]
+    return None
+
+
+def file_name(cfg: PlatformConfig, key: int) -> str | None:
+    k = key & ENTRY_MASK
+    if key & 0x8000 or k < KEY_FILE_FIRST:
+        return None
+    table = files(cfg, (0, 0, 0))
+    i = k - KEY_FILE_FIRST
+    return table[i][0] if i < len(table) else None
+
+
+def max_entry() -> int:
+    # FW_CFG_MAX_ENTRY for x86 (FW_CFG_FILE_FIRST + fw_cfg_file_slots, 0x20 files).
+    return KEY_FILE_FIRST + 0x20

@@ -1,0 +1,204 @@
+"""ICH9 LPC bridge (PCI 00:1f.0): PMBASE/ACPI I/O, APM ports, GPE0 and SMI feature negotiation.
+
+Semantics from QEMU hw/isa/lpc_ich9.c, hw/acpi/ich9.c, hw/acpi/core.c, hw/isa/apm.c (7.2).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from smm_hotplug.hw.config import SMI_F_BROADCAST, SMI_F_CPU_HOT_UNPLUG, SMI_F_CPU_HOTPLUG
+
+VENDOR_ID = 0x8086
+DEVICE_ID = 0x2918  # PCI_DEVICE_ID_INTEL_ICH9_8
+
+PMBASE = 0x40  # ICH9_LPC_PMBASE, 32-bit; bit 0 (RTE) reads 1
+PMBASE_MASK = 0xFF80  # ICH9_LPC_PMBASE_BASE_ADDRESS_MASK
+ACPI_CTRL = 0x44  # ICH9_LPC_ACPI_CTRL
+ACPI_CTRL_ACPI_EN = 0x80
+ACPI_CTRL_WMASK = 0x87
+
+# APM ports (hw/isa/apm.c, ICH9_APM_CNT / ICH9_APM_STS).
+APM_CNT = 0xB2
+APM_STS = 0xB3
+APM_ACPI_ENABLE = 2  # ICH9_APM_ACPI_ENABLE: sets PM1_CNT.SCI_EN, no SMI
+APM_ACPI_DISABLE = 3
+APM_CPU_HOTPLUG = 4  # ICH9_APM_CNT_CPU_HOTPLUG: what QEMU's AML writes for CPU hotplug
+
+# Offsets in the PM I/O block at PMBASE (ICH9_PMIO_*).
+PM1_STS = 0x00
+PM1_EN = 0x02
+PM1_CNT = 0x04
+PM_TMR = 0x08
+GPE0_STS = 0x20
+GPE0_LEN = 0x10  # 8 status bytes then 8 enable bytes
+SMI_EN = 0x30
+SMI_STS = 0x34
+PM1_CNT_SCI_EN = 0x0001
+SMI_EN_APMC_EN = 1 << 5
+GPE0_CPU_HOTPLUG = 1 << 2  # ACPI_CPU_HOTPLUG_STATUS: GPE0 bit 2
+
+# SMI feature negotiation files (fw_cfg), hw/isa/lpc_ich9.c.
+FILE_SUPPORTED = "etc/smi/supported-features"
+FILE_REQUESTED = "etc/smi/requested-features"
+FILE_FEATURES_OK = "etc/smi/features-ok"
+
+
+class Lpc(NamedTuple):
+    pmbase: int = 0x1
+    acpi_ctrl: int = 0
+    apm_cnt: int = 0
+    apm_sts: int = 0
+    pm1_sts: int = 0
+    pm1_en: int = 0
+    pm1_cnt: int = 0
+    gpe0_sts: int = 0  # 64 bits, byte i = GPE0_STS+i
+    gpe0_en: int = 0
+    smi_en: int = 0
+    smi_sts: int = 0
+    smi_requested: int = 0  # contents of etc/smi/requested-features (little endian)
+    smi_features_ok: int = 0
+    smi_negotiated: int = 0
+
+
+def reset() -> Lpc:
+    return Lpc()
+
+
+def pm_io_base(lpc: Lpc) -> int | None:
+    """Where the PM I/O block decodes, if at all (ich9_lpc_pmbase_sci_update)."""
+    if not lpc.acpi_ctrl & ACPI_CTRL_ACPI_EN:
+        return None
+    base = lpc.pmbase & PMBASE_MASK
+    return base or None
+
+
+def config_read_byte(lpc: Lpc, reg: int) -> int:
+    if reg in (0, 1):
+        return (VENDOR_ID >> (8 * reg)) & 0xFF
+    if reg in (2, 3):
+        return (DEVICE_ID >> (8 * (reg - 2))) & 0xFF
+    if reg == 0x0B:
+        return 0x06
+    if reg == 0x0A:
+        return 0x01
+    if PMBASE <= reg < PMBASE + 4:
+        return (lpc.pmbase >> (8 * (reg - PMBASE))) & 0xFF
+    if reg == ACPI_CTRL:
+        return lpc.acpi_ctrl
+    return 0
+
+
+def config_write(lpc: Lpc, reg: int, size: int, value: int) -> Lpc:
+    pmbase, acpi_ctrl = lpc.pmbase, lpc.acpi_ctrl
+    for i in range(size):
+        r = reg + i
+        b = (value >> (8 * i)) & 0xFF
+        if PMBASE <= r < PMBASE + 4:
+            shift = 8 * (r - PMBASE)
+            wm = (PMBASE_MASK >> shift) & 0xFF
+            pmbase = (pmbase & ~(wm << shift)) | ((b & wm) << shift)
+        elif r == ACPI_CTRL:
+            acpi_ctrl = (acpi_ctrl & ~ACPI_CTRL_WMASK) | (b & ACPI_CTRL_WMASK)
+    return lpc._replace(pmbase=pmbase | 1, acpi_ctrl=acpi_ctrl)
+
+
+def sci_level(lpc: Lpc) -> bool:
+    """acpi_update_sci: PM1 events or GPE0 byte 0 status & enable."""
+    if lpc.pm1_sts & lpc.pm1_en & 0x0521:  # TMROF | GBL | PWRBTN | RTC enables
+        return True
+    return bool(lpc.gpe0_sts & lpc.gpe0_en & 0xFF)
+
+
+def raise_gpe(lpc: Lpc, bits: int) -> Lpc:
+    return lpc._replace(gpe0_sts=lpc.gpe0_sts | bits)
+
+
+# -- PM I/O block registers -----------------------------------------------------------------
+def pm_read(lpc: Lpc, offset: int, size: int) -> int:
+    if offset == PM1_STS:
+        return lpc.pm1_sts
+    if offset == PM1_EN:
+        return lpc.pm1_en
+    if offset == PM1_CNT:
+        return lpc.pm1_cnt
+    if GPE0_STS <= offset < GPE0_STS + GPE0_LEN:
+        i = offset - GPE0_STS
+        if i < 8:
+            return (lpc.gpe0_sts >> (8 * i)) & 0xFF
+        return (lpc.gpe0_en >> (8 * (i - 8))) & 0xFF
+    if offset == SMI_EN:
+        return lpc.smi_en
+    if offset == SMI_STS:
+        return lpc.smi_sts
+    return 0
+
+
+def pm_write(lpc: Lpc, offset: int, size: int, value: int) -> Lpc:
+    if offset == PM1_STS:
+        return lpc._replace(pm1_sts=lpc.pm1_sts & ~value)
+    if offset == PM1_EN:
+        return lpc._replace(pm1_en=value & 0xFFFF)
+    if offset == PM1_CNT:
+        return lpc._replace(pm1_cnt=value & 0xFFFF & ~0x2000)  # SLP_EN self-clears
+    if GPE0_STS <= offset < GPE0_STS + GPE0_LEN:
+        i = offset - GPE0_STS
+        if i < 8:  # status bytes are write-1-to-clear
+            return lpc._replace(gpe0_sts=lpc.gpe0_sts & ~((value & 0xFF) << (8 * i)))
+        shift = 8 * (i - 8)
+        en = (lpc.gpe0_en & ~(0xFF << shift)) | ((value & 0xFF) << shift)
+        return lpc._replace(gpe0_en=en)
+    if offset == SMI_EN:
+        return lpc._replace(smi_en=value & 0xFFFFFFFF)
+    if offset == SMI_STS:
+        return lpc._replace(smi_sts=lpc.smi_sts & ~value)
+    return lpc
+
+
+def apm_write(lpc: Lpc, offset: int, value: int) -> tuple[Lpc, str | None]:
+    """A byte written to 0xb2/0xb3.  Returns the SMI to raise: None, "self" or "broadcast"."""
+    if offset == 1:
+        return lpc._replace(apm_sts=value), None
+    lpc = lpc._replace(apm_cnt=value)
+    # ich9_apm_ctrl_changed: ACPI enable/disable touch SCI_EN only.
+    if value == APM_ACPI_ENABLE:
+        return lpc._replace(pm1_cnt=lpc.pm1_cnt | PM1_CNT_SCI_EN), None
+    if value == APM_ACPI_DISABLE:
+        return lpc._replace(pm1_cnt=lpc.pm1_cnt & ~PM1_CNT_SCI_EN), None
+    if not lpc.smi_en & SMI_EN_APMC_EN:
+        return lpc, None
+    return lpc, ("broadcast" if lpc.smi_negotiated & SMI_F_BROADCAST else "self")
+
+
+# -- SMI feature negotiation ----------------------------------------------------------------
+def features_ok_selected(lpc: Lpc, supported: int) -> Lpc:
+    """smi_features_ok_callback: validate the request when etc/smi/features-ok is selected."""
+    if lpc.smi_features_ok:
+        return lpc  # negotiation complete, features locked
+    req = lpc.smi_requested
+    if req & ~supported:
+        return lpc
+    hotplug = req & (SMI_F_CPU_HOTPLUG | SMI_F_CPU_HOT_UNPLUG)
+    if hotplug and not req & SMI_F_BROADCAST:
+        return lpc  # CPU hot-(un)plug with SMI requires broadcast
+    if hotplug == SMI_F_CPU_HOT_UNPLUG:
+        return lpc  # hot-unplug without hotplug is unsupported
+    return lpc._replace(smi_negotiated=req, smi_features_ok=1)
+
+
+def plug_refusal(lpc: Lpc) -> str | None:
+    """ich9_pm_device_pre_plug_cb for a CPU."""
+    neg = lpc.smi_negotiated
+    if neg & SMI_F_BROADCAST and not neg & SMI_F_CPU_HOTPLUG:
+        return "cpu hotplug with SMI wasn't enabled by firmware"
+    return None
+
+
+def unplug_refusal(lpc: Lpc, modern: bool, driver: str) -> str | None:
+    """ich9_pm_device_unplug_request_cb for a CPU (legacy hotplug cannot unplug CPUs)."""
+    if not modern:
+        return f"acpi: device unplug request for not supported device type: {driver}"
+    neg = lpc.smi_negotiated
+    if neg & SMI_F_BROADCAST and not neg & SMI_F_CPU_HOT_UNPLUG:
+        return "cpu hot-unplug with SMI wasn't enabled by firmware"
+    return None

@@ -1,0 +1,230 @@
+"""The whole system as one state value, and every actor's moves as pure transitions.
+
+``World`` is the machine plus how far the management script has got and what the adversaries
+have left.  ``System`` is everything static: the platform (hardware + firmware image + OS
+image), the management script and the adversaries.  ``System.moves`` lists every transition
+any actor can take from a world — CPUs (running firmware, OS or planted code), management,
+adversaries.  The simulator follows one of them at each step; the checker explores all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+from smm_hotplug.designs.catalog import Design
+from smm_hotplug.errors import UsageError
+from smm_hotplug.firmware.image import RESET_PC, flash
+from smm_hotplug.guest import kernel
+from smm_hotplug.hw import cpuhp, lpc, management
+from smm_hotplug.hw.config import PlatformConfig, platform_config
+from smm_hotplug.hw.cpu import HALTED
+from smm_hotplug.hw.machine import CPU, Machine, Platform
+from smm_hotplug.hw.trace import Log, NullLog
+from smm_hotplug.invariants import check_state, eject_monitor
+
+if TYPE_CHECKING:
+    from smm_hotplug.adversaries.base import Adversary
+
+PLUG = "plug"
+UNPLUG = "unplug"
+REPLUG = "replug"
+REMOVE_SPARES = "remove-spares"
+
+# Where a settled OS keeps its CPUs: idle loops of the kernel and AP trampoline.
+IDLE_LABELS = frozenset({"idle"})
+
+
+class World(NamedTuple):
+    m: Machine
+    done: int = 0  # management actions performed
+    budgets: tuple[int, ...] = ()  # what each adversary may still do
+    unplugged: tuple[int, ...] = ()  # slots management asked to unplug, in order
+
+
+class Move(NamedTuple):
+    actor: str  # "cpu3", "mgmt", "adv:<id>"
+    choice: int  # which of the actor's options (0 for CPUs and management)
+    world: World
+    log: Log
+
+
+@dataclass(frozen=True)
+class Scenario:
+    boot_cpus: int = 2
+    max_cpus: int = 4
+    plug: int = 2
+    unplug: int = 1
+
+    def validate(self) -> None:
+        for name in ("boot_cpus", "max_cpus", "plug", "unplug"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must not be negative (got {getattr(self, name)})")
+        if self.boot_cpus < 1:
+            raise UsageError("--boot-cpus must be at least 1")
+        if self.max_cpus < self.boot_cpus:
+            raise UsageError(f"--max-cpus ({self.max_cpus}) is smaller than --boot-cpus ({self.boot_cpus})")
+        free = self.max_cpus - self.boot_cpus
+        if self.plug > free:
+            raise UsageError(f"cannot plug {self.plug} CPUs: only {free} free slot(s) "
+                             f"(max {self.max_cpus}, {self.boot_cpus} at boot)")
+        removable = self.boot_cpus - 1 + self.plug
+        if self.unplug > removable:
+            raise UsageError(f"cannot remove {self.unplug} CPUs: only {removable} CPU(s) other than the boot "
+                             "CPU will be present")
+
+
+@dataclass(frozen=True)
+class System:
+    design: Design
+    scenario: Scenario
+    adversaries: tuple[Adversary, ...] = ()
+    # Management waits for the guest to settle between actions unless an adversary
+    # (concurrent-plug, unplug-race) takes that freedom away.
+    wait_before: frozenset[str] = frozenset({PLUG, UNPLUG, REPLUG})
+    replug: bool = False
+    plat: Platform = field(init=False)
+    script: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        sc = self.scenario
+        sc.validate()
+        cfg: PlatformConfig = platform_config(sc.boot_cpus, sc.max_cpus, hw=self.design.hw)
+        plat = Platform(
+            cfg=cfg,
+            rom=flash(),
+            reset_pc=RESET_PC,
+            disk=kernel.DISK_IMAGE,
+            software=self.design.fw,
+            eject_monitor=eject_monitor,
+        )
+        script: list[str] = []
+        if cfg.hw.all_cpus_at_boot and sc.max_cpus > sc.boot_cpus:
+            script.append(REMOVE_SPARES)
+        script += [PLUG] * sc.plug + [UNPLUG] * sc.unplug
+        if self.replug and sc.unplug:
+            script.append(REPLUG)
+        object.__setattr__(self, "plat", plat)
+        object.__setattr__(self, "script", tuple(script))
+
+    @property
+    def cfg(self) -> PlatformConfig:
+        return self.plat.cfg
+
+    def initial(self) -> World:
+        return World(m=self.plat.power_on(), budgets=tuple(a.budget for a in self.adversaries))
+
+    # -- predicates ------------------------------------------------------------------------
+    def os_up(self, w: World) -> bool:
+        """The guest has enabled ACPI (SCI_EN), so it reacts to hotplug events."""
+        return bool(w.m.lpc.pm1_cnt & lpc.PM1_CNT_SCI_EN)
+
+    def settled(self, w: World) -> bool:
+        """The guest has finished with every event: all CPUs idle in the OS, nothing pending."""
+        m = w.m
+        hp = m.cpuhp
+        if hp.insert | hp.remove | hp.fw_remove:
+            return False
+        if m.lpc.gpe0_sts & lpc.GPE0_CPU_HOTPLUG:
+            return False
+        for c in m.cpus:
+            if not c.present:
+                continue
+            if c.smm or c.smi or c.init or c.irq or c.mode != HALTED or c.pc is None:
+                return False
+            if c.pc[1] not in IDLE_LABELS:
+                return False
+            obj, writer = self.plat.fetch(m, c.pc[0], CPU)
+            if writer != "os":
+                return False
+        return True
+
+    def finished(self, w: World) -> bool:
+        return w.done >= len(self.script) and self.settled(w)
+
+    # -- management ----------------------------------------------------------------------------
+    def _mgmt_target(self, w: World, kind: str) -> int | None:
+        m = w.m
+        if kind == PLUG:
+            free = [s for s, c in enumerate(m.cpus) if not c.present and s not in w.unplugged]
+            return free[0] if free else None
+        if kind == UNPLUG:
+            present = [s for s, c in enumerate(m.cpus) if c.present and s != 0 and s not in w.unplugged]
+            return present[-1] if present else None
+        if kind == REPLUG:
+            last = w.unplugged[-1] if w.unplugged else None
+            return last if last is not None and not m.cpus[last].present else None
+        return None
+
+    def mgmt_move(self, w: World, log: Log) -> World | None:
+        if w.done >= len(self.script):
+            return None
+        kind = self.script[w.done]
+        if kind == REMOVE_SPARES:
+            if not self.os_up(w) and not self._firmware_done(w):
+                return None
+            m = w.m
+            for s in range(self.scenario.boot_cpus, self.cfg.max_cpus):
+                if m.cpus[s].present:
+                    m = management.remove_now(self.plat, m, s, log)
+            return w._replace(m=m, done=w.done + 1)
+        if not self.os_up(w):
+            return None
+        if kind in self.wait_before and not self.settled(w):
+            return None
+        slot = self._mgmt_target(w, kind)
+        if slot is None:
+            return None
+        try:
+            if kind in (PLUG, REPLUG):
+                m = management.plug(self.plat, w.m, slot, log)
+                return w._replace(m=m, done=w.done + 1)
+            m = management.unplug_request(self.plat, w.m, slot, log)
+            return w._replace(m=m, done=w.done + 1, unplugged=(*w.unplugged, slot))
+        except management.Refused as err:
+            log.add("mgmt", "mgmt", f"{kind} of cpu{slot} refused: {err}")
+            return w._replace(done=w.done + 1)
+
+    def _firmware_done(self, w: World) -> bool:
+        bsp = w.m.cpus[0]
+        return bsp.pc is not None and bsp.pc[0] == kernel.OS_ENTRY
+
+    # -- all moves ---------------------------------------------------------------------------------
+    def moves(self, w: World, record: bool = False, detail: bool = False) -> Iterator[Move]:
+        plat = self.plat
+        mk = (lambda: Log(record=True, detail=detail)) if record else NullLog
+        for slot in range(len(w.m.cpus)):
+            if not plat.cpu_enabled(w.m, slot):
+                continue
+            log = mk()
+            m2 = plat.cpu_step(w.m, slot, log)
+            if m2 is None or (m2 == w.m and not log.violations):
+                continue
+            yield Move(f"cpu{slot}", 0, w._replace(m=m2), log)
+        log = mk()
+        w2 = self.mgmt_move(w, log)
+        if w2 is not None:
+            yield Move("mgmt", 0, w2, log)
+        for i, adv in enumerate(self.adversaries):
+            if w.budgets[i] <= 0:
+                continue
+            for choice, (m2, log) in enumerate(adv.moves(self, w, mk)):
+                budgets = (*w.budgets[:i], w.budgets[i] - 1, *w.budgets[i + 1 :])
+                yield Move(f"adv:{adv.id}", choice, w._replace(m=m2, budgets=budgets), log)
+
+    def check(self, w: World, log: Log) -> None:
+        check_state(self.plat, w.m, log)
+
+    def replay_move(self, w: World, actor: str, choice: int, detail: bool = False) -> Move:
+        """Re-run one recorded move with full logging (trace replay)."""
+        for mv in self.moves(w, record=True, detail=detail):
+            if mv.actor == actor and mv.choice == choice:
+                self.check(mv.world, mv.log)
+                return mv
+        raise UsageError(f"trace step {actor}/{choice} is not possible from this state")
+
+
+def hotplug_block_busy(m: Machine) -> bool:
+    hp = m.cpuhp
+    return bool(hp.insert | hp.remove | hp.fw_remove) or bool(cpuhp.has(m.lpc.gpe0_sts, 2))
