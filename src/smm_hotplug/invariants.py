@@ -69,8 +69,10 @@ def check_state(plat: Platform, m: Machine, log: Log) -> None:
             continue
         for t, d in enumerate(cpus):
             if t != s and d.present and abs(d.smbase - c.smbase) < FW.TILE_STRIDE:
-                log.violate("smbase-in-tseg",
-                            f"the OS runs cpu{s} with SMBASE 0x{c.smbase:x}, sharing a tile with cpu{t}")
+                log.violate(
+                    "smbase-in-tseg",
+                    f"the OS runs cpu{s} with SMBASE 0x{c.smbase:x}, sharing a tile with cpu{t}",
+                )
                 break
 
 
@@ -82,8 +84,10 @@ def eject_monitor(plat: Platform, m: Machine, slot: int, log: Log) -> None:
         log.violate("eject-safe", f"cpu{slot} (APIC ID {apic}) ejected while the firmware still counts it")
     elif not (c.smm and c.mode == HALTED and not c.intr):
         where = "in SMM" if c.smm else "outside SMM"
-        log.violate("eject-safe", f"cpu{slot} ejected while not parked ({where}, "
-                    f"{'halted' if c.mode == HALTED else 'running'})")
+        log.violate(
+            "eject-safe",
+            f"cpu{slot} ejected while not parked ({where}, {'halted' if c.mode == HALTED else 'running'})",
+        )
 
 
 def window_is_smram(m: Machine) -> bool:

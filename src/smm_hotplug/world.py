@@ -60,19 +60,25 @@ class Scenario:
     def validate(self) -> None:
         for name in ("boot_cpus", "max_cpus", "plug", "unplug"):
             if getattr(self, name) < 0:
-                raise UsageError(f"--{name.replace('_', '-')} must not be negative (got {getattr(self, name)})")
+                raise UsageError(
+                    f"--{name.replace('_', '-')} must not be negative (got {getattr(self, name)})"
+                )
         if self.boot_cpus < 1:
             raise UsageError("--boot-cpus must be at least 1")
         if self.max_cpus < self.boot_cpus:
             raise UsageError(f"--max-cpus ({self.max_cpus}) is smaller than --boot-cpus ({self.boot_cpus})")
         free = self.max_cpus - self.boot_cpus
         if self.plug > free:
-            raise UsageError(f"cannot plug {self.plug} CPUs: only {free} free slot(s) "
-                             f"(max {self.max_cpus}, {self.boot_cpus} at boot)")
+            raise UsageError(
+                f"cannot plug {self.plug} CPUs: only {free} free slot(s) "
+                f"(max {self.max_cpus}, {self.boot_cpus} at boot)"
+            )
         removable = self.boot_cpus - 1 + self.plug
         if self.unplug > removable:
-            raise UsageError(f"cannot remove {self.unplug} CPUs: only {removable} CPU(s) other than the boot "
-                             "CPU will be present")
+            raise UsageError(
+                f"cannot remove {self.unplug} CPUs: only {removable} CPU(s) other than the boot "
+                "CPU will be present"
+            )
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,7 @@ class System:
                 return False
             if c.pc[1] not in IDLE_LABELS:
                 return False
-            obj, writer = self.plat.fetch(m, c.pc[0], CPU)
+            _obj, writer = self.plat.fetch(m, c.pc[0], CPU)
             if writer != "os":
                 return False
         return True

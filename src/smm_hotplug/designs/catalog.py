@@ -79,9 +79,7 @@ def get_design(design_id: str) -> Design:
     try:
         return DESIGNS[design_id]
     except KeyError:
-        raise UsageError(
-            f"unknown design '{design_id}' (known: {', '.join(DESIGNS)})"
-        ) from None
+        raise UsageError(f"unknown design '{design_id}' (known: {', '.join(DESIGNS)})") from None
 
 
 def with_options(

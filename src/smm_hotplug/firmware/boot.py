@@ -109,7 +109,9 @@ def _smi_ok(b, r: Boot):
     b.out(fw_cfg.PORT_SELECTOR, 2, _key(r, fw_cfg.FILE_FEATURES_OK))
     ok = b.inp(fw_cfg.PORT_DATA, 1)
     negotiated = r.negotiated if ok == 1 else 0
-    b.note(f"firmware: SMI features negotiated 0x{negotiated:x}" if ok else "firmware: SMI negotiation failed")
+    b.note(
+        f"firmware: SMI features negotiated 0x{negotiated:x}" if ok else "firmware: SMI negotiation failed"
+    )
     return "tseg", r._replace(negotiated=negotiated)
 
 
@@ -258,7 +260,11 @@ def e820_for_os(b, r: Boot) -> list[tuple[int, int, int]]:
 def _handoff(b, r: Boot):
     e820 = e820_for_os(b, r)
     flags = (1 if r.negotiated & SMI_F_CPU_HOTPLUG else 0) | (2 if r.negotiated & SMI_F_CPU_HOT_UNPLUG else 0)
-    writes = [(L.HANDOFF_PMBASE, 4, L.PMBASE), (L.HANDOFF_FLAGS, 1, flags), (L.HANDOFF_E820_COUNT, 4, len(e820))]
+    writes = [
+        (L.HANDOFF_PMBASE, 4, L.PMBASE),
+        (L.HANDOFF_FLAGS, 1, flags),
+        (L.HANDOFF_E820_COUNT, 4, len(e820)),
+    ]
     for i, (base, length, kind) in enumerate(e820):
         at = L.HANDOFF_E820 + 20 * i
         writes += [(at, 8, base), (at + 8, 8, length), (at + 16, 4, kind)]
@@ -291,7 +297,9 @@ def _ap_halt(b, r):
     return "park"
 
 
-reloc_stub = program("fw.reloc_stub", "firmware", size=0x100, doc="boot-time SMBASE relocation stub at 0x38000")
+reloc_stub = program(
+    "fw.reloc_stub", "firmware", size=0x100, doc="boot-time SMBASE relocation stub at 0x38000"
+)
 
 
 @reloc_stub.step("entry")

@@ -357,7 +357,7 @@ def _record(b, r: Scan):
 def _rm_next(b, r: Scan):
     if r.idx >= len(r.unplug):
         return "exit", r
-    apic, sel = r.unplug[r.idx]
+    apic, _sel = r.unplug[r.idx]
     table = _table(b)
     if apic not in table:
         b.note(f"monarch: APIC ID {apic} to unplug is unknown; ignored")

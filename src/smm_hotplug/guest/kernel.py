@@ -62,9 +62,11 @@ def _read_tables(b, r):
     flags &= 0xFF
     count &= 0xFF
     aps = tuple(b.rd_bytes(FW.HANDOFF_BOOT_CPUS + 1, count)) if count else ()
-    b.wr_many([(OS_GLOBALS, 4, pmbase), (OS_GLOBALS + 4, 1, flags)])
-    b.note(f"OS: booting; firmware tables: PMBASE 0x{pmbase:x}, CPU hotplug SMI "
-           f"{'yes' if flags & 1 else 'no'}, firmware-driven eject {'yes' if flags & 2 else 'no'}")
+    b.wr_many([(OS_GLOBALS, 4, pmbase), (OS_GLOBALS + 4, 1, flags), (online_flag(b.apic_id), 1, 1)])
+    b.note(
+        f"OS: booting; firmware tables: PMBASE 0x{pmbase:x}, CPU hotplug SMI "
+        f"{'yes' if flags & 1 else 'no'}, firmware-driven eject {'yes' if flags & 2 else 'no'}"
+    )
     return "lidt", KBoot(pmbase=pmbase, aps=aps)
 
 

@@ -87,8 +87,13 @@ class Bus:
         ok = cur == expect
         if ok:
             self.m = self.plat.mem_write(self.m, addr, size, new, view, self.owner, self.log)
-        self.log.add("mem", self.actor, f"cmpxchg{size * 8} [0x{addr:x}] 0x{expect:x}->0x{new:x}: "
-                     f"{'swapped' if ok else f'found 0x{cur:x}'}", detail=True)
+        self.log.add(
+            "mem",
+            self.actor,
+            f"cmpxchg{size * 8} [0x{addr:x}] 0x{expect:x}->0x{new:x}: "
+            f"{'swapped' if ok else f'found 0x{cur:x}'}",
+            detail=True,
+        )
         return ok
 
     def xadd(self, addr: int, size: int, delta: int) -> int:
@@ -163,13 +168,17 @@ class Bus:
         self.accesses += 1
         prog = PROGRAMS[program]
         self.log.add("mem", self.actor, f"installs {program} at 0x{addr:x}", detail=True)
-        self.m = self.plat.mem_put(self.m, addr, Obj("code", program, prog.size, self.owner), self._view(), self.log)
+        self.m = self.plat.mem_put(
+            self.m, addr, Obj("code", program, prog.size, self.owner), self._view(), self.log
+        )
 
     def load_image(self) -> None:
         """Boot loader: copy the OS image from disk into RAM (its bytes are the OS's)."""
         for addr, program in self.plat.disk:
             prog = PROGRAMS[program]
-            self.m = self.plat.mem_put(self.m, addr, Obj("code", program, prog.size, "os"), self._view(), self.log)
+            self.m = self.plat.mem_put(
+                self.m, addr, Obj("code", program, prog.size, "os"), self._view(), self.log
+            )
         self.log.add("fw", self.actor, "boot loader: OS image loaded")
 
     # -- ports ---------------------------------------------------------------------------------

@@ -150,9 +150,7 @@ def platform_config(
     if boot_cpus < 1:
         raise UsageError(f"boot CPU count must be at least 1 (got {boot_cpus})")
     if max_cpus < boot_cpus:
-        raise UsageError(
-            f"maxcpus must be equal to or greater than smp: {max_cpus} < {boot_cpus}"
-        )
+        raise UsageError(f"maxcpus must be equal to or greater than smp: {max_cpus} < {boot_cpus}")
     if max_cpus > 64:
         raise UsageError(f"at most 64 possible CPUs are modelled (got {max_cpus})")
     topo = make_topology(max_cpus, sockets, cores, threads)

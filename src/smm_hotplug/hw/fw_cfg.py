@@ -74,12 +74,7 @@ def smbios_tables_size(cfg: PlatformConfig) -> int:
     (53 bytes), and RAM above 4 GiB a second type 19 (33 bytes).
     """
     dimms = -(-cfg.ram_bytes // (16 << 30))
-    return (
-        309
-        + 65 * (cfg.topology.sockets - 1)
-        + 53 * (dimms - 1)
-        + (33 if cfg.above_4g else 0)
-    )
+    return 309 + 65 * (cfg.topology.sockets - 1) + 53 * (dimms - 1) + (33 if cfg.above_4g else 0)
 
 
 def e820_table(cfg: PlatformConfig) -> bytes:

@@ -50,9 +50,7 @@ def _piece_size(region: Region, offset: int, length: int) -> int:
 def _valid(region: Region, offset: int, size: int, is_write: bool) -> bool:
     if size < region.valid_min or size > region.valid_max:
         return False
-    if region.accepts is not None and not region.accepts(offset, size, is_write):
-        return False
-    return True
+    return not (region.accepts is not None and not region.accepts(offset, size, is_write))
 
 
 def _impl_read(region: Region, state: Any, offset: int, size: int) -> tuple[Any, int]:

@@ -12,11 +12,14 @@ from smm_hotplug.hw.config import SMI_F_BROADCAST, SMI_F_CPU_HOT_UNPLUG, SMI_F_C
 VENDOR_ID = 0x8086
 DEVICE_ID = 0x2918  # PCI_DEVICE_ID_INTEL_ICH9_8
 
-PMBASE = 0x40  # ICH9_LPC_PMBASE, 32-bit; bit 0 (RTE) reads 1
-PMBASE_MASK = 0xFF80  # ICH9_LPC_PMBASE_BASE_ADDRESS_MASK
+PMBASE = 0x40  # ICH9_LPC_PMBASE, 32-bit; reset 0x1 (RTE)
+PMBASE_MASK = 0xFF80  # ICH9_LPC_PMBASE_BASE_ADDRESS_MASK: where the PM block decodes
+PMBASE_WMASK = 0xFF87  # writable bits, as measured on QEMU 7.2
 ACPI_CTRL = 0x44  # ICH9_LPC_ACPI_CTRL
 ACPI_CTRL_ACPI_EN = 0x80
-ACPI_CTRL_WMASK = 0x87
+GEN_PMCON_1 = 0xA0  # 16-bit
+GEN_PMCON_1_SMI_LOCK = 0x10  # once set: itself and SMI_EN.GBL_SMI_EN are read-only
+SMI_EN_GBL_SMI_EN = 1 << 0
 
 # APM ports (hw/isa/apm.c, ICH9_APM_CNT / ICH9_APM_STS).
 APM_CNT = 0xB2
@@ -47,6 +50,7 @@ FILE_FEATURES_OK = "etc/smi/features-ok"
 class Lpc(NamedTuple):
     pmbase: int = 0x1
     acpi_ctrl: int = 0
+    gen_pmcon_1: int = 0
     apm_cnt: int = 0
     apm_sts: int = 0
     pm1_sts: int = 0
@@ -86,21 +90,27 @@ def config_read_byte(lpc: Lpc, reg: int) -> int:
         return (lpc.pmbase >> (8 * (reg - PMBASE))) & 0xFF
     if reg == ACPI_CTRL:
         return lpc.acpi_ctrl
+    if reg in (GEN_PMCON_1, GEN_PMCON_1 + 1):
+        return (lpc.gen_pmcon_1 >> (8 * (reg - GEN_PMCON_1))) & 0xFF
     return 0
 
 
 def config_write(lpc: Lpc, reg: int, size: int, value: int) -> Lpc:
-    pmbase, acpi_ctrl = lpc.pmbase, lpc.acpi_ctrl
+    pmbase, acpi_ctrl, pmcon = lpc.pmbase, lpc.acpi_ctrl, lpc.gen_pmcon_1
     for i in range(size):
         r = reg + i
         b = (value >> (8 * i)) & 0xFF
         if PMBASE <= r < PMBASE + 4:
             shift = 8 * (r - PMBASE)
-            wm = (PMBASE_MASK >> shift) & 0xFF
+            wm = (PMBASE_WMASK >> shift) & 0xFF
             pmbase = (pmbase & ~(wm << shift)) | ((b & wm) << shift)
         elif r == ACPI_CTRL:
-            acpi_ctrl = (acpi_ctrl & ~ACPI_CTRL_WMASK) | (b & ACPI_CTRL_WMASK)
-    return lpc._replace(pmbase=pmbase | 1, acpi_ctrl=acpi_ctrl)
+            acpi_ctrl = b
+        elif r in (GEN_PMCON_1, GEN_PMCON_1 + 1):
+            shift = 8 * (r - GEN_PMCON_1)
+            wm = 0xFF & ~((GEN_PMCON_1_SMI_LOCK if pmcon & GEN_PMCON_1_SMI_LOCK else 0) >> shift)
+            pmcon = (pmcon & ~(wm << shift)) | ((b & wm) << shift)
+    return lpc._replace(pmbase=pmbase, acpi_ctrl=acpi_ctrl, gen_pmcon_1=pmcon)
 
 
 def sci_level(lpc: Lpc) -> bool:
@@ -149,7 +159,8 @@ def pm_write(lpc: Lpc, offset: int, size: int, value: int) -> Lpc:
         en = (lpc.gpe0_en & ~(0xFF << shift)) | ((value & 0xFF) << shift)
         return lpc._replace(gpe0_en=en)
     if offset == SMI_EN:
-        return lpc._replace(smi_en=value & 0xFFFFFFFF)
+        wmask = 0xFFFFFFFF & ~(SMI_EN_GBL_SMI_EN if lpc.gen_pmcon_1 & GEN_PMCON_1_SMI_LOCK else 0)
+        return lpc._replace(smi_en=(lpc.smi_en & ~wmask) | (value & wmask))
     if offset == SMI_STS:
         return lpc._replace(smi_sts=lpc.smi_sts & ~value)
     return lpc

@@ -247,13 +247,17 @@ class Platform:
         return None, m.mem.writer(addr)
 
     # -- port I/O ----------------------------------------------------------------------------
-    def io_read(self, m: Machine, port: int, size: int, src: int | None, actor: str, log: Log) -> tuple[Machine, int]:
+    def io_read(
+        self, m: Machine, port: int, size: int, src: int | None, actor: str, log: Log
+    ) -> tuple[Machine, int]:
         acc = Access(m, src, actor, log, smm=src is not None and m.cpus[src].smm)
         acc, value = self._io_space(m).read(acc, port, size)
         log.add("io", actor, f"in{_sfx(size)} 0x{port:04x} -> 0x{value:0{2 * size}x}", detail=True)
         return acc.m, value
 
-    def io_write(self, m: Machine, port: int, size: int, value: int, src: int | None, actor: str, log: Log) -> Machine:
+    def io_write(
+        self, m: Machine, port: int, size: int, value: int, src: int | None, actor: str, log: Log
+    ) -> Machine:
         log.add("io", actor, f"out{_sfx(size)} 0x{port:04x} <- 0x{value:0{2 * size}x}", detail=True)
         acc = Access(m, src, actor, log, smm=src is not None and m.cpus[src].smm)
         acc = self._io_space(m).write(acc, port, size, value)
@@ -296,31 +300,81 @@ class Platform:
                 valid_max=8,
                 impl_max=8,
                 big_endian=True,
-                accepts=lambda off, size, w: not w or (size == 4 and off in (0, 4)) or (size == 8 and off == 0),
+                accepts=lambda off, size, w: (
+                    not w or (size == 4 and off in (0, 4)) or (size == 8 and off == 0)
+                ),
             ),
         ]
         if modern:
-            regions.append(Region("acpi-cpu-hotplug", cpuhp.BASE, cpuhp.MODERN_LEN, self._cpuhp_read, self._cpuhp_write))
+            regions.append(
+                Region("acpi-cpu-hotplug", cpuhp.BASE, cpuhp.MODERN_LEN, self._cpuhp_read, self._cpuhp_write)
+            )
             if self.cfg.hw.hotplug_smbase_regs:
                 regions.append(
-                    Region("cpu-smbase-regs", cpuhp.BASE + cpuhp.SMBASE_REG, cpuhp.SMBASE_REG_LEN,
-                           self._smbase_reg_read, self._smbase_reg_write, valid_min=4)
+                    Region(
+                        "cpu-smbase-regs",
+                        cpuhp.BASE + cpuhp.SMBASE_REG,
+                        cpuhp.SMBASE_REG_LEN,
+                        self._smbase_reg_read,
+                        self._smbase_reg_write,
+                        valid_min=4,
+                    )
                 )
         else:
-            regions.append(Region("acpi-cpu-hotplug-legacy", cpuhp.BASE, cpuhp.LEGACY_LEN,
-                                  self._cpuhp_legacy_read, self._cpuhp_legacy_write, valid_max=1))
+            regions.append(
+                Region(
+                    "acpi-cpu-hotplug-legacy",
+                    cpuhp.BASE,
+                    cpuhp.LEGACY_LEN,
+                    self._cpuhp_legacy_read,
+                    self._cpuhp_legacy_write,
+                    valid_max=1,
+                )
+            )
         if pm_base is not None:
             regions += [
-                Region("acpi-evt", pm_base + lpc.PM1_STS, 4, self._pm_read(lpc.PM1_STS), self._pm_write(lpc.PM1_STS),
-                       valid_max=2, impl_min=2),
-                Region("acpi-cnt", pm_base + lpc.PM1_CNT, 2, self._pm_read(lpc.PM1_CNT), self._pm_write(lpc.PM1_CNT),
-                       valid_max=2, impl_min=2),
-                Region("acpi-tmr", pm_base + lpc.PM_TMR, 4, self._pm_read(lpc.PM_TMR), self._pm_write(lpc.PM_TMR),
-                       valid_min=4),
-                Region("acpi-gpe0", pm_base + lpc.GPE0_STS, lpc.GPE0_LEN, self._pm_read(lpc.GPE0_STS),
-                       self._pm_write(lpc.GPE0_STS), impl_max=1),
-                Region("acpi-smi", pm_base + lpc.SMI_EN, 8, self._pm_read(lpc.SMI_EN), self._pm_write(lpc.SMI_EN),
-                       valid_min=4),
+                Region(
+                    "acpi-evt",
+                    pm_base + lpc.PM1_STS,
+                    4,
+                    self._pm_read(lpc.PM1_STS),
+                    self._pm_write(lpc.PM1_STS),
+                    valid_max=2,
+                    impl_min=2,
+                ),
+                Region(
+                    "acpi-cnt",
+                    pm_base + lpc.PM1_CNT,
+                    2,
+                    self._pm_read(lpc.PM1_CNT),
+                    self._pm_write(lpc.PM1_CNT),
+                    valid_max=2,
+                    impl_min=2,
+                ),
+                Region(
+                    "acpi-tmr",
+                    pm_base + lpc.PM_TMR,
+                    4,
+                    self._pm_read(lpc.PM_TMR),
+                    self._pm_write(lpc.PM_TMR),
+                    valid_min=4,
+                ),
+                Region(
+                    "acpi-gpe0",
+                    pm_base + lpc.GPE0_STS,
+                    lpc.GPE0_LEN,
+                    self._pm_read(lpc.GPE0_STS),
+                    self._pm_write(lpc.GPE0_STS),
+                    impl_max=1,
+                ),
+                Region(
+                    "acpi-smi",
+                    pm_base + lpc.SMI_EN,
+                    8,
+                    self._pm_read(lpc.SMI_EN),
+                    self._pm_write(lpc.SMI_EN),
+                    valid_min=4,
+                ),
             ]
         return regions
 
@@ -355,8 +409,12 @@ class Platform:
         for i in range(size):
             if reg + i < 256:
                 value |= rd(reg + i) << (8 * i)
-        acc.log.add("io", acc.actor, f"pci {devfn[1]:02x}.{devfn[2]} cfg[0x{reg:02x}] -> 0x{value:0{2 * size}x}",
-                    detail=True)
+        acc.log.add(
+            "io",
+            acc.actor,
+            f"pci {devfn[1]:02x}.{devfn[2]} cfg[0x{reg:02x}] -> 0x{value:0{2 * size}x}",
+            detail=True,
+        )
         return acc, value
 
     def _pci_data_write(self, acc: Access, off: int, size: int, value: int) -> Access:
@@ -364,8 +422,12 @@ class Platform:
         if target is None:
             return acc
         devfn, reg = target
-        acc.log.add("io", acc.actor, f"pci {devfn[1]:02x}.{devfn[2]} cfg[0x{reg:02x}] <- 0x{value:0{2 * size}x}",
-                    detail=True)
+        acc.log.add(
+            "io",
+            acc.actor,
+            f"pci {devfn[1]:02x}.{devfn[2]} cfg[0x{reg:02x}] <- 0x{value:0{2 * size}x}",
+            detail=True,
+        )
         if devfn == MCH_DEVFN:
             before = acc.m.mch
             after = mch.config_write(before, reg, size, value, self.cfg)
@@ -434,7 +496,9 @@ class Platform:
             if after.smi_features_ok and not before.smi_features_ok:
                 acc.log.add("hw", acc.actor, f"fw_cfg: SMI features negotiated: 0x{after.smi_negotiated:x}")
             elif not after.smi_features_ok:
-                acc.log.add("hw", acc.actor, f"fw_cfg: SMI feature request 0x{after.smi_requested:x} rejected")
+                acc.log.add(
+                    "hw", acc.actor, f"fw_cfg: SMI feature request 0x{after.smi_requested:x} rejected"
+                )
 
     def _fwcfg_item(self, m: Machine) -> bytes | None:
         if m.fwcfg.entry == fw_cfg.INVALID:
@@ -511,10 +575,16 @@ class Platform:
                 acc.m = acc.m._replace(fwcfg=acc.m.fwcfg._replace(offset=fc.offset + n))
             address += n
             length -= n
-        acc.m = self.mem_write(acc.m, desc_addr, 4, int.from_bytes(struct.pack(">I", status), "little"),
-                               DMA, "fw_cfg", acc.log)
-        acc.log.add("io", acc.actor, f"fw_cfg DMA {'write' if write else 'read' if read else 'skip'}"
-                    f" {name or hex(acc.m.fwcfg.entry)} status 0x{status:x}", detail=True)
+        acc.m = self.mem_write(
+            acc.m, desc_addr, 4, int.from_bytes(struct.pack(">I", status), "little"), DMA, "fw_cfg", acc.log
+        )
+        acc.log.add(
+            "io",
+            acc.actor,
+            f"fw_cfg DMA {'write' if write else 'read' if read else 'skip'}"
+            f" {name or hex(acc.m.fwcfg.entry)} status 0x{status:x}",
+            detail=True,
+        )
 
     def _fwcfg_file_written(self, acc: Access, name: str | None, offset: int, blob: bytes) -> None:
         if name == fw_cfg.FILE_REQUESTED:
@@ -534,8 +604,11 @@ class Platform:
     def _cpuhp_legacy_write(self, acc: Access, off: int, size: int, value: int) -> Access:
         if off == 0 and value == 0:
             acc.log.add("hw", acc.actor, "CPU hotplug block switched to the modern interface")
-            acc.m = acc.m._replace(cpuhp=cpuhp.initial(self.cfg.max_cpus, False)._replace(
-                modern=True, smbase_regs=acc.m.cpuhp.smbase_regs))
+            acc.m = acc.m._replace(
+                cpuhp=cpuhp.initial(self.cfg.max_cpus, False)._replace(
+                    modern=True, smbase_regs=acc.m.cpuhp.smbase_regs
+                )
+            )
         return acc
 
     def _cpuhp_read(self, acc: Access, off: int, size: int) -> tuple[Access, int]:
@@ -595,8 +668,12 @@ class Platform:
                 hp = cpuhp.set_ost(hp, sel, status=value)
                 acc.m = acc.m._replace(cpuhp=hp)
                 event, status = cpuhp.ost_of(hp, sel)
-                acc.log.add("qmp", acc.actor, f"ACPI_DEVICE_OST slot {sel} event 0x{event:x} status 0x{status:x}",
-                            data=("ACPI_DEVICE_OST", sel, event, status))
+                acc.log.add(
+                    "qmp",
+                    acc.actor,
+                    f"ACPI_DEVICE_OST slot {sel} event 0x{event:x} status 0x{status:x}",
+                    data=("ACPI_DEVICE_OST", sel, event, status),
+                )
         return acc
 
     def _smbase_reg_read(self, acc: Access, off: int, size: int) -> tuple[Access, int]:
@@ -648,8 +725,12 @@ class Platform:
             if c.mode != ABSENT and (s != src if dest == ALL_EXCLUDING_SELF else cfg.apic_id(s) == dest)
         ]
         dname = "all-but-self" if dest == ALL_EXCLUDING_SELF else f"APIC {dest}"
-        log.add("ipi", f"cpu{src}", f"{DELIVERY_MODE_NAMES.get(mode, mode)} IPI -> {dname}"
-                + (f" vector 0x{vector:02x}" if mode in (DM_FIXED, DM_SIPI) else ""))
+        log.add(
+            "ipi",
+            f"cpu{src}",
+            f"{DELIVERY_MODE_NAMES.get(mode, mode)} IPI -> {dname}"
+            + (f" vector 0x{vector:02x}" if mode in (DM_FIXED, DM_SIPI) else ""),
+        )
         for s in targets:
             m = self.deliver(m, s, mode, vector, log)
         return m
@@ -733,9 +814,15 @@ class Platform:
         m = self.mem_put(m, base + SS_RIP, Obj("sym", ("rip", c.pc), 8, w), SMM, None)
         m = self.mem_put(m, base + SS_GPRS, Obj("sym", ("gprs", c.regs, c.frame, c.idt), 0x80, w), SMM, None)
         entry = base + SMI_HANDLER_OFFSET
-        log.add("smi", f"cpu{slot}", f"SMI entry: SMBASE 0x{base:x}, executes at 0x{entry:x}",
-                data=("smi", slot, base))
-        c = c._replace(smm=True, smi=False, intr=False, mode=RUNNING, pc=(entry, "entry"), regs=(), frame=None)
+        log.add(
+            "smi",
+            f"cpu{slot}",
+            f"SMI entry: SMBASE 0x{base:x}, executes at 0x{entry:x}",
+            data=("smi", slot, base),
+        )
+        c = c._replace(
+            smm=True, smi=False, intr=False, mode=RUNNING, pc=(entry, "entry"), regs=(), frame=None
+        )
         return _set_cpu(m, slot, c)
 
     def rsm(self, m: Machine, slot: int, log: Log) -> Machine:
@@ -749,13 +836,28 @@ class Platform:
         else:
             pc = (self.mem_read(m, base + SS_RIP, 8, SMM), "entry")
         gprs = self.mem_object(m, base + SS_GPRS, SMM)
-        regs, frame, idt = (gprs.value[1], gprs.value[2], gprs.value[3]) if (
-            gprs is not None and gprs.kind == "sym" and gprs.value[0] == "gprs") else ((), None, 0)
+        regs, frame, idt = (
+            (gprs.value[1], gprs.value[2], gprs.value[3])
+            if (gprs is not None and gprs.kind == "sym" and gprs.value[0] == "gprs")
+            else ((), None, 0)
+        )
         rflags = self.mem_read(m, base + SS_RFLAGS, 8, SMM)
-        log.add("rsm", f"cpu{slot}", f"RSM: SMBASE 0x{base:x} -> 0x{new_base:x}",
-                data=("rsm", slot, base, new_base))
-        c = c._replace(smm=False, smbase=new_base, mode=RUNNING, pc=pc, regs=regs, frame=frame, idt=idt,
-                       intr=bool(rflags & EFLAGS_IF))
+        log.add(
+            "rsm",
+            f"cpu{slot}",
+            f"RSM: SMBASE 0x{base:x} -> 0x{new_base:x}",
+            data=("rsm", slot, base, new_base),
+        )
+        c = c._replace(
+            smm=False,
+            smbase=new_base,
+            mode=RUNNING,
+            pc=pc,
+            regs=regs,
+            frame=frame,
+            idt=idt,
+            intr=bool(rflags & EFLAGS_IF),
+        )
         return _set_cpu(m, slot, c)
 
     def execute(self, m: Machine, slot: int, log: Log) -> Machine | None:
@@ -768,8 +870,10 @@ class Platform:
         obj, writer = self.fetch(m, base, view)
         if c.smm and writer != "firmware":
             what = obj.value if obj is not None else "data"
-            log.violate("smm-code-integrity",
-                        f"cpu{slot} executes {what} at 0x{base:x} in SMM, written by {writer or 'nobody'}")
+            log.violate(
+                "smm-code-integrity",
+                f"cpu{slot} executes {what} at 0x{base:x} in SMM, written by {writer or 'nobody'}",
+            )
         prog = PROGRAMS.get(obj.value) if obj is not None else None  # type: ignore[arg-type]
         step = prog.steps.get(label) if prog is not None else None
         if step is None:

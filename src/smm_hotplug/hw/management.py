@@ -49,8 +49,12 @@ def plug(plat: Platform, m: Machine, slot: int, log: Log, actor: str = "mgmt") -
     if hp.modern:
         hp = hp._replace(insert=cpuhp.set_bit(hp.insert, slot, True))
     m = m._replace(cpuhp=hp, lpc=lpc.raise_gpe(m.lpc, lpc.GPE0_CPU_HOTPLUG))
-    log.add("mgmt", actor, f"device_add: cpu{slot} plugged (APIC ID {plat.cfg.apic_id(slot)}, "
-            f"SMBASE 0x{smbase:x}); insert event, GPE raised")
+    log.add(
+        "mgmt",
+        actor,
+        f"device_add: cpu{slot} plugged (APIC ID {plat.cfg.apic_id(slot)}, "
+        f"SMBASE 0x{smbase:x}); insert event, GPE raised",
+    )
     return m
 
 

@@ -31,7 +31,7 @@ SMRAM_G_SMRAME = 0x08
 SMRAM_D_LCK = 0x10
 SMRAM_D_CLS = 0x20
 SMRAM_D_OPEN = 0x40
-SMRAM_DEFAULT = SMRAM_C_BASE_SEG | SMRAM_G_SMRAME  # reads 0x0a after reset
+SMRAM_DEFAULT = SMRAM_C_BASE_SEG  # 0x02 after reset (SeaBIOS then sets G_SMRAME: 0x0a)
 SMRAM_WMASK = SMRAM_D_OPEN | SMRAM_D_CLS | SMRAM_D_LCK | SMRAM_G_SMRAME
 SMRAM_WMASK_LCK = SMRAM_D_CLS
 
@@ -144,9 +144,9 @@ def config_write(mch: Mch, reg: int, size: int, value: int, cfg: PlatformConfig)
     if touched & {SMRAM, ESMRAMC} and new.smram & SMRAM_D_LCK:
         # mch_update_smram: D_LCK forces D_OPEN off and freezes the SMRAM configuration.
         new = new._replace(smram=new.smram & ~SMRAM_D_OPEN)
-    if touched & {EXT_TSEG_MBYTES, EXT_TSEG_MBYTES + 1}:
-        if cfg.ext_tseg_mb > 0 and new.ext_tseg == EXT_TSEG_QUERY:
-            new = new._replace(ext_tseg=cfg.ext_tseg_mb)
+    ext_touched = bool(touched & {EXT_TSEG_MBYTES, EXT_TSEG_MBYTES + 1})
+    if ext_touched and cfg.ext_tseg_mb > 0 and new.ext_tseg == EXT_TSEG_QUERY:
+        new = new._replace(ext_tseg=cfg.ext_tseg_mb)
     if F_SMBASE in touched and cfg.hw.smbase_window:
         new = _update_smbase_window(new)
     return new

@@ -55,11 +55,7 @@ class Memory:
             return True
         if not isinstance(other, Memory):
             return NotImplemented
-        return (
-            self._hash == other._hash
-            and self._bytes == other._bytes
-            and self._objs == other._objs
-        )
+        return self._hash == other._hash and self._bytes == other._bytes and self._objs == other._objs
 
     def __repr__(self) -> str:
         return f"Memory({len(self._bytes)} bytes, {len(self._objs)} objects)"
@@ -151,9 +147,7 @@ class Memory:
         h ^= hash((addr, obj))
         return Memory(data, objs, h)
 
-    def _taint_objects(
-        self, addr: int, size: int, writer: str, h: int
-    ) -> tuple[dict[int, Obj], int]:
+    def _taint_objects(self, addr: int, size: int, writer: str, h: int) -> tuple[dict[int, Obj], int]:
         objs = self._objs
         if not objs:
             return objs, h

@@ -1,0 +1,1 @@
+"""QEMU-compatible interfaces: command line, qtest and QMP over the one model."""

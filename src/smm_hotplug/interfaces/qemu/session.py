@@ -1,0 +1,107 @@
+"""A machine driven from outside, the way QEMU's qtest accelerator drives one.
+
+Under ``-accel qtest`` no CPU executes; a test harness reads and writes ports and memory
+(always as non-SMM accesses) and manages CPUs over QMP.  ``QemuMachine`` keeps the current
+state value and applies those accesses through the same Platform functions every other driver
+uses; QMP events the model reports are queued for the protocol layers.
+"""
+
+from __future__ import annotations
+
+from smm_hotplug.hw import management
+from smm_hotplug.hw.config import PlatformConfig
+from smm_hotplug.hw.machine import CPU, Machine, Platform
+from smm_hotplug.hw.trace import Event, Log
+from smm_hotplug.invariants import eject_monitor
+
+
+class QemuMachine:
+    def __init__(self, cfg: PlatformConfig, software: object = None) -> None:
+        self.plat = Platform(cfg=cfg, software=software, eject_monitor=eject_monitor)
+        self.m: Machine = self.plat.power_on()
+        self.events: list[Event] = []  # QMP events not yet delivered
+
+    @property
+    def cfg(self) -> PlatformConfig:
+        return self.plat.cfg
+
+    def _log(self) -> Log:
+        return Log(record=True, detail=False)
+
+    def _collect(self, log: Log) -> None:
+        self.events += [e for e in log.events if e.kind == "qmp"]
+
+    # -- ports -----------------------------------------------------------------------------
+    def io_read(self, port: int, size: int) -> int:
+        log = self._log()
+        self.m, value = self.plat.io_read(self.m, port & 0xFFFF, size, None, "qtest", log)
+        self._collect(log)
+        return value
+
+    def io_write(self, port: int, size: int, value: int) -> None:
+        log = self._log()
+        self.m = self.plat.io_write(
+            self.m, port & 0xFFFF, size, value & ((1 << (8 * size)) - 1), None, "qtest", log
+        )
+        self._collect(log)
+
+    def inb(self, port: int) -> int:
+        return self.io_read(port, 1)
+
+    def inw(self, port: int) -> int:
+        return self.io_read(port, 2)
+
+    def inl(self, port: int) -> int:
+        return self.io_read(port, 4)
+
+    def outb(self, port: int, value: int) -> None:
+        self.io_write(port, 1, value)
+
+    def outw(self, port: int, value: int) -> None:
+        self.io_write(port, 2, value)
+
+    def outl(self, port: int, value: int) -> None:
+        self.io_write(port, 4, value)
+
+    # -- memory (non-SMM view) ------------------------------------------------------------------
+    def read(self, addr: int, size: int) -> int:
+        return self.plat.mem_read(self.m, addr, size, CPU)
+
+    def write(self, addr: int, size: int, value: int) -> None:
+        self.m = self.plat.mem_write(self.m, addr, size, value, CPU, "qtest", None)
+
+    def read_bytes(self, addr: int, size: int) -> bytes:
+        return self.read(addr, size).to_bytes(size, "little") if size else b""
+
+    def write_bytes(self, addr: int, data: bytes) -> None:
+        if data:
+            self.write(addr, len(data), int.from_bytes(data, "little"))
+
+    def memset(self, addr: int, size: int, byte: int) -> None:
+        if size:
+            self.m = self.plat.mem_fill(self.m, addr, size, byte, CPU, "qtest", None)
+
+    # -- PCI config helpers --------------------------------------------------------------------
+    def pci_read(self, dev: int, reg: int, size: int) -> int:
+        self.outl(0xCF8, 0x80000000 | dev << 11 | (reg & 0xFC))
+        return self.io_read(0xCFC + (reg & 3), size)
+
+    def pci_write(self, dev: int, reg: int, size: int, value: int) -> None:
+        self.outl(0xCF8, 0x80000000 | dev << 11 | (reg & 0xFC))
+        self.io_write(0xCFC + (reg & 3), size, value)
+
+    # -- management ------------------------------------------------------------------------------
+    def plug(self, slot: int) -> None:
+        """device_add; raises management.Refused with QEMU's message."""
+        log = self._log()
+        self.m = management.plug(self.plat, self.m, slot, log)
+        self._collect(log)
+
+    def unplug_request(self, slot: int) -> None:
+        log = self._log()
+        self.m = management.unplug_request(self.plat, self.m, slot, log)
+        self._collect(log)
+
+    def take_events(self) -> list[Event]:
+        out, self.events = self.events, []
+        return out
