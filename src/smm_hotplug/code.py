@@ -30,12 +30,20 @@ class Program:
         self.size = size
         self.doc = doc
         self.steps: dict[str, Step] = {}
+        self.joins: set[str] = set()
 
-    def step(self, label: str) -> Callable[[Step], Step]:
+    def step(self, label: str, joins: bool = False) -> Callable[[Step], Step]:
+        """Register a step.  ``joins``: the step runs in the same transition as the one before
+        it on this CPU — it touches nothing another actor could observe in between (or only
+        something whose observer waits for it anyway), so a separate interleaving point would
+        only multiply states without adding behaviours."""
+
         def register(fn: Step) -> Step:
             if label in self.steps:
                 raise ValueError(f"{self.name}: duplicate label {label}")
             self.steps[label] = fn
+            if joins:
+                self.joins.add(label)
             return fn
 
         return register

@@ -17,7 +17,7 @@ from smm_hotplug.designs.catalog import Design
 from smm_hotplug.errors import UsageError
 from smm_hotplug.firmware.image import RESET_PC, flash
 from smm_hotplug.guest import kernel
-from smm_hotplug.hw import cpuhp, lpc, management
+from smm_hotplug.hw import lpc, management
 from smm_hotplug.hw.config import PlatformConfig, platform_config
 from smm_hotplug.hw.cpu import HALTED
 from smm_hotplug.hw.machine import CPU, Machine, Platform
@@ -231,6 +231,18 @@ class System:
         raise UsageError(f"trace step {actor}/{choice} is not possible from this state")
 
 
-def hotplug_block_busy(m: Machine) -> bool:
-    hp = m.cpuhp
-    return bool(hp.insert | hp.remove | hp.fw_remove) or bool(cpuhp.has(m.lpc.gpe0_sts, 2))
+def make_system(design: Design, scenario: Scenario, adversaries: tuple[Adversary, ...] = ()) -> System:
+    """The system under a set of adversaries: acting ones become actors, timing ones take away
+    the operator's patience (and may add a re-plug to the script)."""
+    removed: set[str] = set()
+    replug = False
+    for adv in adversaries:
+        removed |= set(getattr(adv, "waits_removed", ()))
+        replug = replug or bool(getattr(adv, "replug", False))
+    return System(
+        design,
+        scenario,
+        adversaries=tuple(a for a in adversaries if a.budget > 0),
+        wait_before=frozenset({PLUG, UNPLUG, REPLUG}) - removed,
+        replug=replug,
+    )

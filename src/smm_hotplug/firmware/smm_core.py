@@ -29,7 +29,7 @@ HP = cpuhp.BASE
 smi_entry = program("fw.smi_entry", "firmware", size=0x100, doc="per-CPU SMI entry stub in a TSEG tile")
 
 
-@smi_entry.step("entry")
+@smi_entry.step("entry", joins=True)
 def _to_core(b, r):
     b.jump(L.smram_layout(b.cfg).smm_core, "entry")
     return "entry"
@@ -47,13 +47,16 @@ def _table(b) -> list[int]:
     return b.rd_many([lay.apic_id_slot(i) for i in range(lay.max_cpus)], 8)
 
 
-@core.step("entry")
+@core.step("entry", joins=True)
 def _entry(b, r):
     return "m_wait" if b.apic_id == L.BSP_APIC_ID else "ap_arrive"
 
 
 # -- APs --------------------------------------------------------------------------------------
-@core.step("ap_arrive")
+# An AP checks in, waits for the monarch's exit signal, then either parks (it is being
+# removed) or waits for the final release and leaves.  Its check-in joins the SMI entry: the
+# only observer of the flag is the monarch's arrival wait, which just waits until it is set.
+@core.step("ap_arrive", joins=True)
 def _ap_arrive(b, r):
     b.wr(_lay(b).arrived(b.apic_id), 1, 1)
     return "ap_wait"
@@ -65,18 +68,14 @@ def _monarch_gone(b) -> bool:
 
 @core.step("ap_wait")
 def _ap_wait(b, r):
-    if b.rd(_lay(b).exit_phase, 4) >= 1:
-        return "ap_exit"
+    lay = _lay(b)
+    # The victim mark is written before the exit signal and stays put: one snapshot read.
+    phase, victim = b.rd_many([lay.exit_phase, lay.victim(b.apic_id)], 4)
+    if phase >= 1:
+        return "ap_park" if victim else "ap_wait2"
     if _monarch_gone(b):
         return "ap_leave"
     return None
-
-
-@core.step("ap_exit")
-def _ap_exit(b, r):
-    if b.rd(_lay(b).victim(b.apic_id), 4):
-        return "ap_park"
-    return "ap_wait2"
 
 
 @core.step("ap_park")
@@ -97,16 +96,16 @@ def _ap_parked(b, r):
 
 @core.step("ap_wait2")
 def _ap_wait2(b, r):
-    if b.rd(_lay(b).exit_phase, 4) == 2:
-        return "ap_leave"
-    if _monarch_gone(b):
+    if b.rd(_lay(b).exit_phase, 4) == 2 or _monarch_gone(b):
         return "ap_leave"
     return None
 
 
-@core.step("ap_leave")
+@core.step("ap_leave", joins=True)
 def _ap_leave(b, r):
+    # Check out and RSM.  What lies between the two on real hardware is private to this CPU.
     b.wr(_lay(b).arrived(b.apic_id), 1, 0)
+    b.rsm()
     return "rsm"
 
 
@@ -232,7 +231,7 @@ def _hp_archid(b, r: Scan):
 
 
 # Hot-added CPUs, one at a time.
-@core.step("add_next")
+@core.step("add_next", joins=True)
 def _add_next(b, r: Scan):
     if r.idx >= len(r.plugged):
         return "rm_next", r._replace(idx=0)
@@ -287,6 +286,8 @@ def _rel_init(b, r: Scan):
 
 @core.step("rel_sipi1")
 def _rel_sipi1(b, r: Scan):
+    if not b.init_delay_elapsed(r.apic):  # SendInitSipiSipi's MicroSecondDelay
+        return None
     b.ipi(r.apic, DM_SIPI, L.PEN >> 12)
     return "rel_sipi2"
 
@@ -336,6 +337,8 @@ def _msr_init(b, r: Scan):
 
 @core.step("msr_sipi")
 def _msr_sipi(b, r: Scan):
+    if not b.init_delay_elapsed(r.apic):
+        return None
     b.ipi(r.apic, DM_SIPI, L.MSR_TRAMPOLINE >> 12)
     return "msr_wait"
 
@@ -345,7 +348,7 @@ def _msr_wait(b, r: Scan):
     return "record" if b.rd(L.MSR_DONE, 1) == 1 else None
 
 
-@core.step("record")
+@core.step("record", joins=True)
 def _record(b, r: Scan):
     b.wr(_lay(b).apic_id_slot(r.slot), 8, r.apic)
     b.note(f"monarch: APIC ID {r.apic} recorded in slot {r.slot}, SMBASE 0x{_lay(b).tile_smbase(r.slot):x}")
@@ -353,7 +356,7 @@ def _record(b, r: Scan):
 
 
 # CPUs to remove: drop them from the table; they are ejected at SMI exit.
-@core.step("rm_next")
+@core.step("rm_next", joins=True)
 def _rm_next(b, r: Scan):
     if r.idx >= len(r.unplug):
         return "exit", r
@@ -368,7 +371,7 @@ def _rm_next(b, r: Scan):
     return "rm_mark", r._replace(slot=slot, apic=apic)
 
 
-@core.step("rm_mark")
+@core.step("rm_mark", joins=True)
 def _rm_mark(b, r: Scan):
     _, sel = r.unplug[r.idx]
     b.wr(_lay(b).victim(r.apic), 4, sel + 1)
@@ -410,7 +413,7 @@ def _x_eject(b, r: Scan):
     return "x_forget", r
 
 
-@core.step("x_forget")
+@core.step("x_forget", joins=True)
 def _x_forget(b, r: Scan):
     lay = _lay(b)
     apic, _ = r.victims[r.idx]

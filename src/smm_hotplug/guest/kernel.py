@@ -99,6 +99,8 @@ def _ap_init(b, r: KBoot):
 
 @kernel.step("ap_sipi1")
 def _ap_sipi1(b, r: KBoot):
+    if not b.init_delay_elapsed(r.aps[r.idx]):
+        return None
     b.ipi(r.aps[r.idx], DM_SIPI, OS_TRAMPOLINE >> 12)
     return "ap_sipi2"
 
@@ -161,7 +163,7 @@ class Cscn(NamedTuple):
     idx: int = 0
 
 
-@irq.step("entry")
+@irq.step("entry", joins=True)
 def _dispatch(b, r):
     vector = r[0] if r else None
     if vector == SCI_VECTOR:
@@ -172,7 +174,7 @@ def _dispatch(b, r):
     return "iret", ()
 
 
-@irq.step("iret")
+@irq.step("iret", joins=True)
 def _iret(b, r):
     b.iret()
     return "iret"
@@ -266,7 +268,10 @@ def _online(b, r: Cscn):
 
 @irq.step("online_sipi1")
 def _online_sipi1(b, r: Cscn):
-    b.ipi(b.cfg.apic_id(r.added[r.idx]), DM_SIPI, OS_TRAMPOLINE >> 12)
+    apic = b.cfg.apic_id(r.added[r.idx])
+    if not b.init_delay_elapsed(apic):
+        return None
+    b.ipi(apic, DM_SIPI, OS_TRAMPOLINE >> 12)
     return "online_sipi2"
 
 

@@ -153,6 +153,25 @@ class Bus:
             return c.mode == HALTED  # parked, or stopped on a fatal error
         return True
 
+    def init_delay_elapsed(self, apic_id: int) -> bool:
+        """The delay between INIT and SIPI (10 ms, MP specification B.4) has passed.
+
+        The model has no clock; the delay is over once the target has acted on the INIT — it
+        is not in SMM with work left to do, and holds no INIT it has yet to process.  A target
+        stuck in SMM (blocked, e.g. knocking on a gate nobody opens) does not hold the delay up,
+        just as a real sender would not wait longer than 10 ms for it.
+        """
+        cfg = self.plat.cfg
+        for slot, c in enumerate(self.m.cpus):
+            if not c.present or cfg.apic_id(slot) != apic_id:
+                continue
+            if not c.smm:
+                return not c.init
+            from smm_hotplug.hw.trace import NullLog
+
+            return self.plat.cpu_step(self.m, slot, NullLog()) is None
+        return True
+
     def rd_obj(self, addr: int) -> Obj | None:
         """Read a symbolic value (e.g. a saved RIP) as the object stored there."""
         self.accesses += 1

@@ -6,6 +6,7 @@ Nothing here changes while the machine runs, so it is kept out of the state valu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from smm_hotplug.errors import UsageError
 
@@ -111,22 +112,26 @@ class PlatformConfig:
     smm: bool = True
     hw: HardwareFeatures = field(default_factory=HardwareFeatures)
 
-    @property
+    @cached_property
     def ram_bytes(self) -> int:
         return self.ram_mb * MIB
 
-    @property
+    @cached_property
     def below_4g(self) -> int:
         """Low RAM size (pc_q35_init: lowmem is 0xb0000000 unless RAM >= 0xb0000000)."""
         lowmem = 0x80000000 if self.ram_bytes >= 0xB0000000 else 0xB0000000
         return min(self.ram_bytes, lowmem)
 
-    @property
+    @cached_property
     def above_4g(self) -> int:
         return self.ram_bytes - self.below_4g
 
+    @cached_property
+    def apic_ids(self) -> tuple[int, ...]:
+        return tuple(self.topology.apic_id(s) for s in range(self.max_cpus))
+
     def apic_id(self, slot: int) -> int:
-        return self.topology.apic_id(slot)
+        return self.apic_ids[slot]
 
     def slot_of_apic(self, apic_id: int) -> int | None:
         for slot in range(self.max_cpus):

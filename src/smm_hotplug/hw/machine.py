@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from smm_hotplug.code import PROGRAMS
@@ -121,25 +122,37 @@ class Platform:
         )
 
     # -- memory decode ---------------------------------------------------------------------
+    def _tseg(self, mc: mch.Mch) -> tuple[int, int] | None:
+        key = (mc.smram, mc.esmramc)
+        cache = self._tseg_cache
+        if key not in cache:
+            cache[key] = mch.tseg_range(mc, self.cfg)
+        return cache[key]
+
+    @cached_property
+    def _tseg_cache(self) -> dict:
+        return {}
+
     def decode(self, m: Machine, addr: int, view: str) -> tuple[str, int]:
         """What ``addr`` reaches in ``view``, and where that section ends."""
         cfg = self.cfg
         low = cfg.below_4g
         if addr < low:
             end = low
-            tseg = mch.tseg_range(m.mch, cfg)
+            tseg = self._tseg(m.mch)
             if tseg is not None:
                 tb, te = tseg
                 if addr >= tb:
                     return (RAM if view == SMM else BLACKHOLE), te
-                end = min(end, tb)
-            wb, we = mch.WINDOW_BASE, mch.WINDOW_BASE + mch.WINDOW_SIZE
-            if cfg.hw.dma_guard_default_smbase and view == DMA:
+                end = tb
+            if view == DMA and cfg.hw.dma_guard_default_smbase:
                 if 0x30000 <= addr < 0x40000:
                     return BLACKHOLE, 0x40000
                 if addr < 0x30000:
                     end = min(end, 0x30000)
-            if mch.window_locked(m.mch):
+            if m.mch.f_smbase_wmask == 0 and m.mch.f_smbase == mch.F_SMBASE_LCK:
+                wb = mch.WINDOW_BASE
+                we = wb + mch.WINDOW_SIZE
                 if wb <= addr < we:
                     return (RAM if view == SMM else BLACKHOLE), we
                 if addr < wb:
@@ -272,10 +285,15 @@ class Platform:
         return space
 
     def _io_cache(self) -> dict:
-        cache = self.__dict__.get("_io_cache_store")
+        return self._cache("io")
+
+    def _cache(self, name: str) -> dict:
+        """Per-platform memo tables (the platform is static, so they never go stale)."""
+        key = f"_cache_{name}"
+        cache = self.__dict__.get(key)
         if cache is None:
             cache = {}
-            object.__setattr__(self, "_io_cache_store", cache)
+            object.__setattr__(self, key, cache)
         return cache
 
     def _regions(self, pm_base: int | None, modern: bool) -> list[Region]:
@@ -861,6 +879,26 @@ class Platform:
         return _set_cpu(m, slot, c)
 
     def execute(self, m: Machine, slot: int, log: Log) -> Machine | None:
+        """One instruction step, followed by any steps that join it (see code.Program.step)."""
+        out = self._execute_one(m, slot, log)
+        return None if out is None else self._run_joins(out, slot, log)
+
+    def _run_joins(self, m: Machine, slot: int, log: Log) -> Machine:
+        for _ in range(64):
+            c = m.cpus[slot]
+            if c.mode != RUNNING or c.pc is None:
+                break
+            obj = self.mem_object(m, c.pc[0], SMM if c.smm else CPU)
+            prog = PROGRAMS.get(obj.value) if obj is not None and obj.kind == "code" else None  # type: ignore[arg-type]
+            if prog is None or c.pc[1] not in prog.joins:
+                break
+            nxt = self._execute_one(m, slot, log)
+            if nxt is None:
+                break
+            m = nxt
+        return m
+
+    def _execute_one(self, m: Machine, slot: int, log: Log) -> Machine | None:
         from smm_hotplug.hw.bus import Bus
 
         c = m.cpus[slot]

@@ -88,9 +88,9 @@ def tseg_size(mch: Mch, cfg: PlatformConfig) -> int:
 
 def tseg_range(mch: Mch, cfg: PlatformConfig) -> tuple[int, int] | None:
     """[base, end) of TSEG when it is enabled, at the top of low RAM."""
-    size = tseg_size(mch, cfg)
-    if not size:
+    if not (mch.smram & SMRAM_G_SMRAME and mch.esmramc & ESMRAMC_T_EN):
         return None
+    size = tseg_size(mch, cfg)
     return cfg.below_4g - size, cfg.below_4g
 
 

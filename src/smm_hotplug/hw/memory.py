@@ -10,13 +10,21 @@ SMI entry, ``fw_cfg`` for the device's DMA, ``qtest``).  Besides plain bytes, RA
 
 Writing plain bytes over part of an object changes its provenance: a code object that anyone
 else scribbles on becomes code *of that writer*, and a symbolic save-state image becomes plain
-bytes.  The value is immutable and hashable; its hash is maintained incrementally so the
-checker can hash millions of states cheaply.
+bytes.
+
+The value is immutable and hashable.  Bytes live in 256-byte pages shared between states; a
+write copies one page, and the hash is kept incrementally, so the checker can hash and copy
+millions of states cheaply.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+PAGE_SHIFT = 8
+PAGE = 1 << PAGE_SHIFT
+_ZERO = bytes(PAGE)
+_NOBODY: tuple[str | None, ...] = (None,) * PAGE
 
 
 class Obj(NamedTuple):
@@ -28,21 +36,23 @@ class Obj(NamedTuple):
     writer: str
 
 
-_Byte = tuple[int, str]
+class Page(NamedTuple):
+    data: bytes
+    writers: tuple[str | None, ...]
 
 
 class Memory:
     """Immutable sparse RAM.  All updates return a new ``Memory``."""
 
-    __slots__ = ("_bytes", "_hash", "_objs")
+    __slots__ = ("_hash", "_objs", "_pages")
 
     def __init__(
         self,
-        data: dict[int, _Byte] | None = None,
+        pages: dict[int, Page] | None = None,
         objs: dict[int, Obj] | None = None,
         h: int = 0,
     ) -> None:
-        self._bytes: dict[int, _Byte] = data if data is not None else {}
+        self._pages: dict[int, Page] = pages if pages is not None else {}
         self._objs: dict[int, Obj] = objs if objs is not None else {}
         self._hash = h
 
@@ -55,26 +65,38 @@ class Memory:
             return True
         if not isinstance(other, Memory):
             return NotImplemented
-        return self._hash == other._hash and self._bytes == other._bytes and self._objs == other._objs
+        return self._hash == other._hash and self._pages == other._pages and self._objs == other._objs
 
     def __repr__(self) -> str:
-        return f"Memory({len(self._bytes)} bytes, {len(self._objs)} objects)"
+        return f"Memory({len(self._pages)} pages, {len(self._objs)} objects)"
 
     # -- reads -----------------------------------------------------------------------------
     def read(self, addr: int, size: int) -> int:
         """Little-endian read of ``size`` bytes; unwritten bytes read 0."""
-        b = self._bytes
-        value = 0
-        for i in range(size):
-            cell = b.get(addr + i)
-            if cell is not None:
-                value |= cell[0] << (8 * i)
-        return value
+        pages = self._pages
+        off = addr & (PAGE - 1)
+        if off + size <= PAGE:
+            page = pages.get(addr >> PAGE_SHIFT)
+            if page is None:
+                return 0
+            return int.from_bytes(page.data[off : off + size], "little")
+        out = bytearray()
+        a = addr
+        end = addr + size
+        while a < end:
+            off = a & (PAGE - 1)
+            n = min(PAGE - off, end - a)
+            page = pages.get(a >> PAGE_SHIFT)
+            out += page.data[off : off + n] if page is not None else bytes(n)
+            a += n
+        return int.from_bytes(out, "little")
 
     def writer(self, addr: int) -> str | None:
-        cell = self._bytes.get(addr)
-        if cell is not None:
-            return cell[1]
+        page = self._pages.get(addr >> PAGE_SHIFT)
+        if page is not None:
+            w = page.writers[addr & (PAGE - 1)]
+            if w is not None:
+                return w
         obj = self.object_covering(addr)
         return obj.writer if obj is not None else None
 
@@ -93,59 +115,89 @@ class Memory:
 
     def written(self) -> list[tuple[int, int, str]]:
         """Every written byte as (address, value, writer), in address order."""
-        return sorted((a, v, w) for a, (v, w) in self._bytes.items())
+        out = []
+        for pno in sorted(self._pages):
+            page = self._pages[pno]
+            for i, w in enumerate(page.writers):
+                if w is not None:
+                    out.append(((pno << PAGE_SHIFT) + i, page.data[i], w))
+        return out
 
     # -- writes ----------------------------------------------------------------------------
     def write(self, addr: int, size: int, value: int, writer: str) -> Memory:
         """Little-endian write of ``size`` bytes of ``value`` by ``writer``."""
-        data = dict(self._bytes)
-        h = self._hash
-        for i in range(size):
-            a = addr + i
-            new = ((value >> (8 * i)) & 0xFF, writer)
-            old = data.get(a)
-            if old == new:
-                continue
-            if old is not None:
-                h ^= hash((a, old))
-            h ^= hash((a, new))
-            data[a] = new
-        objs, h = self._taint_objects(addr, size, writer, h)
-        return Memory(data, objs, h)
+        return self._store(addr, value.to_bytes(size, "little"), writer)
 
     def fill(self, addr: int, size: int, byte: int, writer: str) -> Memory:
-        data = dict(self._bytes)
+        return self._store(addr, bytes([byte & 0xFF]) * size, writer)
+
+    def _store(self, addr: int, blob: bytes, writer: str) -> Memory:
+        pages = dict(self._pages)
         h = self._hash
-        new = (byte & 0xFF, writer)
-        for a in range(addr, addr + size):
-            old = data.get(a)
-            if old == new:
-                continue
-            if old is not None:
-                h ^= hash((a, old))
-            h ^= hash((a, new))
-            data[a] = new
-        objs, h = self._taint_objects(addr, size, writer, h)
-        return Memory(data, objs, h)
+        a = addr
+        end = addr + len(blob)
+        pos = 0
+        changed = False
+        while a < end:
+            pno = a >> PAGE_SHIFT
+            off = a & (PAGE - 1)
+            n = min(PAGE - off, end - a)
+            old = pages.get(pno)
+            data = bytearray(old.data if old is not None else _ZERO)
+            writers = list(old.writers if old is not None else _NOBODY)
+            data[off : off + n] = blob[pos : pos + n]
+            writers[off : off + n] = [writer] * n
+            new = Page(bytes(data), tuple(writers))
+            if new != old:
+                if old is not None:
+                    h ^= hash((pno, old))
+                h ^= hash((pno, new))
+                pages[pno] = new
+                changed = True
+            a += n
+            pos += n
+        objs, h2 = self._taint_objects(addr, len(blob), writer, h)
+        if not changed and objs is self._objs:
+            return self
+        return Memory(pages if changed else self._pages, objs, h2)
 
     def put(self, addr: int, obj: Obj) -> Memory:
         """Place ``obj`` at ``addr``; it replaces whatever bytes and objects it overlaps."""
-        data = self._bytes
         h = self._hash
         end = addr + obj.size
-        covered = [a for a in data if addr <= a < end] if data else []
-        if covered:
-            data = dict(data)
-            for a in covered:
-                h ^= hash((a, data.pop(a)))
+        pages = self._pages
+        a = addr & ~(PAGE - 1)
+        copied = False
+        while a < end:
+            pno = a >> PAGE_SHIFT
+            old = pages.get(pno)
+            if old is not None:
+                lo = max(addr, a) - a
+                hi = min(end, a + PAGE) - a
+                if old.writers[lo:hi].count(None) != hi - lo:
+                    if not copied:
+                        pages = dict(pages)
+                        copied = True
+                    data = bytearray(old.data)
+                    writers = list(old.writers)
+                    data[lo:hi] = bytes(hi - lo)
+                    writers[lo:hi] = [None] * (hi - lo)
+                    h ^= hash((pno, old))
+                    if writers.count(None) != PAGE:
+                        new = Page(bytes(data), tuple(writers))
+                        pages[pno] = new
+                        h ^= hash((pno, new))
+                    else:
+                        del pages[pno]
+            a += PAGE
         objs = dict(self._objs)
-        for base, old in list(objs.items()):
-            if base < end and addr < base + old.size:
-                h ^= hash((base, old))
+        for base, old_obj in list(objs.items()):
+            if base < end and addr < base + old_obj.size:
+                h ^= hash((base, old_obj))
                 del objs[base]
         objs[addr] = obj
         h ^= hash((addr, obj))
-        return Memory(data, objs, h)
+        return Memory(pages, objs, h)
 
     def _taint_objects(self, addr: int, size: int, writer: str, h: int) -> tuple[dict[int, Obj], int]:
         objs = self._objs
@@ -159,13 +211,10 @@ class Memory:
         for base in hit:
             old = objs.pop(base)
             h ^= hash((base, old))
-            if old.kind == "code" and old.writer != writer:
-                # Someone else's bytes inside a program: it is now their code.
-                new = old._replace(writer=writer)
+            if old.kind == "code":
+                # Someone else's bytes inside a program make it their code.
+                new = old._replace(writer=writer) if old.writer != writer else old
                 objs[base] = new
                 h ^= hash((base, new))
-            elif old.kind == "code":
-                objs[base] = old
-                h ^= hash((base, old))
             # A symbolic register image overwritten with plain bytes simply becomes bytes.
         return objs, h

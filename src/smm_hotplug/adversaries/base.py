@@ -1,0 +1,94 @@
+"""What an adversary is: an actor with a bounded budget of actions the checker may schedule at
+any point where that party could act.
+
+* OS adversaries act from a CPU that is running the OS (outside SMM) — the OS cannot act while
+  all of its CPUs are held in SMM, which is what broadcast SMIs buy.
+* DMA adversaries act through the DMA view once the OS has enabled bus mastering (the OS is up).
+* Timing adversaries do not act themselves: they take away the benign operator's patience
+  (plug or unplug without waiting for the guest to settle, re-plug a freed slot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from smm_hotplug.hw.bus import Bus
+from smm_hotplug.hw.cpu import HALTED, RUNNING
+from smm_hotplug.hw.machine import CPU, DMA, Machine
+from smm_hotplug.hw.trace import Log
+
+if TYPE_CHECKING:
+    from smm_hotplug.world import System, World
+
+OS = "os"
+DMA_DEVICE = "dma"
+TIMING = "timing"
+
+# An action: given the system, world and a fresh log, return the new machine (or None).
+Action = Callable[["System", "World", Log], Machine | None]
+
+
+@dataclass(frozen=True)
+class Adversary:
+    id: str
+    summary: str
+    kind: str  # OS | DMA_DEVICE | TIMING
+    budget: int = 1
+    # Properties not judged against this adversary because it can always break them by denying
+    # service: an OS that may deviate from the hotplug protocol at will waives every protocol
+    # property (OVMF: "at worst the OS fools the monarch into waiting forever"); one that may
+    # INIT CPUs can keep any plug from completing.
+    waives: frozenset[str] = frozenset()
+
+    def actions(self, system: System, w: World) -> list[tuple[str, Action]]:
+        """(description, action) pairs available in ``w``; overridden by concrete adversaries."""
+        return []
+
+    def moves(self, system: System, w: World, mk: Callable[[], Log]) -> Iterator[tuple[Machine, Log]]:
+        if not self.can_act(system, w):
+            return
+        for desc, act in self.actions(system, w):
+            log = mk()
+            log.add("adv", f"adv:{self.id}", desc)
+            m2 = act(system, w, log)
+            if m2 is None or (m2 == w.m and not log.violations):
+                continue  # no effect: not worth a state
+            yield m2, log
+
+    def can_act(self, system: System, w: World) -> bool:
+        if self.kind == OS:
+            return os_cpu(system, w.m) is not None
+        if self.kind == DMA_DEVICE:
+            return system.os_up(w)
+        return False
+
+
+def os_cpu(system: System, m: Machine) -> int | None:
+    """A CPU the OS is running on (outside SMM, in OS code, able to run), if any."""
+    plat = system.plat
+    for slot, c in enumerate(m.cpus):
+        if not c.present or c.smm or c.pc is None:
+            continue
+        if not (c.mode == RUNNING or (c.mode == HALTED and c.intr)):
+            continue
+        _, writer = plat.fetch(m, c.pc[0], CPU)
+        if writer == "os":
+            return slot
+    return None
+
+
+def os_bus(system: System, m: Machine, log: Log) -> Bus:
+    """The accesses of code the OS runs on one of its CPUs (provenance "os")."""
+    slot = os_cpu(system, m)
+    assert slot is not None
+    return Bus(system.plat, m, slot, log, "os", "os.adversary")
+
+
+def dma_write(system: System, m: Machine, addr: int, size: int, value: int, log: Log) -> Machine:
+    return system.plat.mem_write(m, addr, size, value, DMA, "dma", log)
+
+
+def dma_read(system: System, m: Machine, addr: int, size: int, log: Log) -> int:
+    return system.plat.mem_read(m, addr, size, DMA, log)
