@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from smm_hotplug.firmware import layout as FW
 from smm_hotplug.hw import mch
-from smm_hotplug.hw.cpu import HALTED, RUNNING, SAVE_STATE_END, SAVE_STATE_START, SMI_HANDLER_OFFSET
+from smm_hotplug.hw.cpu import (
+    HALTED,
+    RUNNING,
+    SAVE_STATE_END,
+    SAVE_STATE_START,
+    SMI_HANDLER_OFFSET,
+)
 from smm_hotplug.hw.machine import CPU, SMM, Machine, Platform
 from smm_hotplug.hw.trace import Log
 
@@ -88,7 +94,3 @@ def eject_monitor(plat: Platform, m: Machine, slot: int, log: Log) -> None:
             "eject-safe",
             f"cpu{slot} ejected while not parked ({where}, {'halted' if c.mode == HALTED else 'running'})",
         )
-
-
-def window_is_smram(m: Machine) -> bool:
-    return mch.window_locked(m.mch)

@@ -57,6 +57,9 @@ class SimResult:
         out: dict[str, dict] = {}
         for prop in PROPERTIES:
             if prop == "hotplug-completes":
+                if self.outcome == "trace-end":
+                    out[prop] = {"status": "not reached", "first": None}
+                    continue
                 ok = self.outcome == "finished"
                 out[prop] = {
                     "status": "holds" if ok else "violated",
@@ -72,7 +75,7 @@ class SimResult:
 
     @property
     def ok(self) -> bool:
-        return all(p["status"] == "holds" for p in self.property_status().values())
+        return all(p["status"] != "violated" for p in self.property_status().values())
 
 
 def _incomplete(res: SimResult) -> str:

@@ -55,8 +55,10 @@ def _default_smbase_actions(view: str, writer: str) -> list[tuple[str, Action]]:
 
     return [
         (f"{via} writes its own code at 0x38000", plant_code),
-        (f"{via} points the first-SMI context's NewSmbase at 0x{OS_PAYLOAD_SMBASE:x}, where its code waits",
-         redirect),
+        (
+            f"{via} points the first-SMI context's NewSmbase at 0x{OS_PAYLOAD_SMBASE:x}, over its code",
+            redirect,
+        ),
     ]
 
 
@@ -152,8 +154,12 @@ class HotplugRegisterTamper(Adversary):
     def actions(self, system, w):
         out: list[tuple[str, Action]] = []
         base = cpuhp.BASE
-        names = {cpuhp.F_INSERT: "clears the insert event of", cpuhp.F_REMOVE: "clears the remove event of",
-                 cpuhp.F_EJECT: "ejects", cpuhp.F_FW_REMOVE: "sets fw-remove on"}
+        names = {
+            cpuhp.F_INSERT: "clears the insert event of",
+            cpuhp.F_REMOVE: "clears the remove event of",
+            cpuhp.F_EJECT: "ejects",
+            cpuhp.F_FW_REMOVE: "sets fw-remove on",
+        }
         for slot in range(system.cfg.max_cpus):
 
             def select(system, w, log, slot=slot):
@@ -240,29 +246,62 @@ class Timing(Adversary):
 
 def _catalog() -> dict[str, Adversary]:
     advs: list[Adversary] = [
-        CodeAtDefaultSmbase("os-code-at-default-smbase",
-                            "the OS writes code or first-SMI context data in 0x30000-0x4FFFF", OS, waives=PROTOCOL),
-        CodeAtDefaultSmbase("dma-code-at-default-smbase",
-                            "a DMA device writes code or first-SMI context data in 0x30000-0x4FFFF", DMA_DEVICE),
+        CodeAtDefaultSmbase(
+            "os-code-at-default-smbase",
+            "the OS writes code or first-SMI context data in 0x30000-0x4FFFF",
+            OS,
+            waives=PROTOCOL,
+        ),
+        CodeAtDefaultSmbase(
+            "dma-code-at-default-smbase",
+            "a DMA device writes code or first-SMI context data in 0x30000-0x4FFFF",
+            DMA_DEVICE,
+        ),
         EarlySmi("os-early-smi", "the OS sends an SMI IPI to any CPU at any time", OS, waives=PROTOCOL),
-        EarlyInitSipi("os-early-init-sipi", "the OS starts a hot-added CPU before the firmware relocated it",
-                      OS, waives=PROTOCOL),
-        SmbaseMsrWrite("os-smbase-msr-write", "the OS writes the SMBASE MSR of a CPU it runs", OS,
-                       waives=PROTOCOL),
-        HotplugRegisterTamper("os-hotplug-register-tamper",
-                              "the OS writes anything to the CPU hotplug block, SMBASE registers included",
-                              OS, waives=PROTOCOL),
-        SmramReconfig("os-smram-reconfig", "the OS reprograms SMRAM control (ESMRAMC, SMRAM) to reach TSEG",
-                      OS, budget=2, waives=PROTOCOL),
+        EarlyInitSipi(
+            "os-early-init-sipi",
+            "the OS starts a hot-added CPU before the firmware relocated it",
+            OS,
+            waives=PROTOCOL,
+        ),
+        SmbaseMsrWrite(
+            "os-smbase-msr-write", "the OS writes the SMBASE MSR of a CPU it runs", OS, waives=PROTOCOL
+        ),
+        HotplugRegisterTamper(
+            "os-hotplug-register-tamper",
+            "the OS writes anything to the CPU hotplug block, SMBASE registers included",
+            OS,
+            waives=PROTOCOL,
+        ),
+        SmramReconfig(
+            "os-smram-reconfig",
+            "the OS reprograms SMRAM control (ESMRAMC, SMRAM) to reach TSEG",
+            OS,
+            budget=2,
+            waives=PROTOCOL,
+        ),
         DmaTseg("dma-tseg", "a DMA device reads or writes TSEG", DMA_DEVICE),
-        Timing("concurrent-plug", "several CPUs plugged at once, also while an SMI is being handled", TIMING,
-               budget=0, waits_removed=frozenset({"plug", "replug"})),
-        Timing("unplug-race", "unplug requests at any time, also during a relocation", TIMING, budget=0,
-               waits_removed=frozenset({"unplug"})),
+        Timing(
+            "concurrent-plug",
+            "several CPUs plugged at once, also while an SMI is being handled",
+            TIMING,
+            budget=0,
+            waits_removed=frozenset({"plug", "replug"}),
+        ),
+        Timing(
+            "unplug-race",
+            "unplug requests at any time, also during a relocation",
+            TIMING,
+            budget=0,
+            waits_removed=frozenset({"unplug"}),
+        ),
         Timing("replug-same-slot", "a removed CPU's slot is plugged again", TIMING, budget=0, replug=True),
-        InitInSmm("os-init-in-smm",
-                  "INIT IPIs to CPUs in SMM that the OS does not run (harmless where INIT is held until RSM)",
-                  OS, waives=frozenset({"hotplug-completes"})),
+        InitInSmm(
+            "os-init-in-smm",
+            "INIT IPIs to CPUs in SMM that the OS does not run (harmless where INIT is held until RSM)",
+            OS,
+            waives=frozenset({"hotplug-completes"}),
+        ),
     ]
     return {a.id: a for a in advs}
 

@@ -59,8 +59,10 @@ class CheckResult:
             "verdict": self.verdict,
             "property": self.prop,
             "detail": self.detail,
-            "trace": [{"step": i, "actor": t.actor, "choice": t.choice, "description": t.text}
-                      for i, t in enumerate(self.trace)],
+            "trace": [
+                {"step": i, "actor": t.actor, "choice": t.choice, "description": t.text}
+                for i, t in enumerate(self.trace)
+            ],
             "states": self.states,
             "transitions": self.transitions,
             "depth": self.depth,
@@ -128,7 +130,15 @@ def explore(
                 if not edges and system.finished(w):
                     finished.append(sid)
             if max_states is not None and len(index) > max_states:
-                return "incomplete", None, f"stopped after {max_states} states", [], len(index), transitions, depth
+                return (
+                    "incomplete",
+                    None,
+                    f"stopped after {max_states} states",
+                    [],
+                    len(index),
+                    transitions,
+                    depth,
+                )
         if progress is not None:
             progress(len(index), transitions, depth)
         frontier = nxt
@@ -139,10 +149,16 @@ def explore(
         if stuck is not None:
             w = states_list[stuck]
             kind = "deadlock" if not succ[stuck] else "livelock"
-            detail = (f"{kind}: from this state the scenario can never complete "
-                      f"({_describe_stuck(system, w)})")
-            return ("violated", "hotplug-completes", detail, path_to(stuck), len(index), transitions,
-                    depth_of[stuck])
+            detail = f"{kind}: from this state the scenario can never complete ({_describe_stuck(system, w)})"
+            return (
+                "violated",
+                "hotplug-completes",
+                detail,
+                path_to(stuck),
+                len(index),
+                transitions,
+                depth_of[stuck],
+            )
     return "holds", None, None, [], len(index), transitions, depth
 
 
@@ -221,8 +237,9 @@ def check(
     t0 = time.perf_counter()
     verdict, prop, detail, sched, states, transitions, depth = explore(system, judged, max_states, progress)
     seconds = time.perf_counter() - t0
-    res = CheckResult(system.design.id, attacks, verdict, prop, detail, sched, states, transitions, depth,
-                      seconds, judged)
+    res = CheckResult(
+        system.design.id, attacks, verdict, prop, detail, sched, states, transitions, depth, seconds, judged
+    )
     if verdict == "violated" and describe:
         res.trace = replay_trace(system, sched)
     return res

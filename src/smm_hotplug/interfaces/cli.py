@@ -5,84 +5,156 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
-from smm_hotplug.designs.catalog import DEFAULT_DESIGN, get_design, with_options
+from smm_hotplug.designs.catalog import DEFAULT_DESIGN
 from smm_hotplug.errors import UsageError
-from smm_hotplug.world import Scenario, System
+from smm_hotplug.world import Scenario
 
 EXIT_OK = 0
 EXIT_VIOLATED = 1
 EXIT_USAGE = 2
 
 
-def scenario_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for opt in reversed(
-        [
-            click.option(
-                "--boot-cpus", type=int, default=2, show_default=True, help="CPUs present at power-on."
-            ),
-            click.option("--max-cpus", type=int, default=4, show_default=True, help="Possible CPUs (slots)."),
-            click.option("--plug", type=int, default=2, show_default=True, help="CPUs to hot-add."),
-            click.option(
-                "--unplug", type=int, default=1, show_default=True, help="CPUs to hot-remove afterwards."
-            ),
-            click.option(
-                "--design",
-                default=DEFAULT_DESIGN,
-                show_default=True,
-                help="Design id (see `smm-hotplug designs`).",
-            ),
-            click.option(
-                "--init-in-smm",
-                type=click.Choice(["hold", "reset"]),
-                default=None,
-                help="INIT arriving in SMM: held until RSM (hardware/KVM) or reset at once (QEMU TCG).",
-            ),
-        ]
-    ):
-        fn = opt(fn)
-    return fn
+def _options(*opts: Callable[[Any], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return apply
 
 
-def build_system(
-    design: str, init_in_smm: str | None, boot_cpus: int, max_cpus: int, plug: int, unplug: int, **fw: Any
-) -> System:
-    d = with_options(get_design(design), init_in_smm=init_in_smm, **fw)
-    return System(d, Scenario(boot_cpus=boot_cpus, max_cpus=max_cpus, plug=plug, unplug=unplug))
+scenario_options = _options(
+    click.option("--boot-cpus", type=int, default=2, show_default=True, help="CPUs present at power-on."),
+    click.option("--max-cpus", type=int, default=4, show_default=True, help="Possible CPUs (slots)."),
+    click.option("--plug", type=int, default=2, show_default=True, help="CPUs to hot-add."),
+    click.option("--unplug", type=int, default=1, show_default=True, help="CPUs to hot-remove afterwards."),
+)
+
+design_options = _options(
+    click.option(
+        "--design", default=DEFAULT_DESIGN, show_default=True, help="Design id (see `smm-hotplug designs`)."
+    ),
+    click.option(
+        "--init-in-smm",
+        type=click.Choice(["hold", "reset"]),
+        default=None,
+        help="INIT arriving in SMM: held until RSM (hardware/KVM, default) or reset at once (QEMU TCG).",
+    ),
+    click.option(
+        "--vmm-keeps-smbase",
+        is_flag=True,
+        default=None,
+        help="preinit-spares: the VMM gives a re-added CPU its slot's old SMBASE.",
+    ),
+    click.option(
+        "--fw-no-window-lock", is_flag=True, help="Firmware forgets to lock the default-SMBASE window."
+    ),
+    click.option("--fw-no-smram-lock", is_flag=True, help="Firmware forgets D_LCK."),
+    click.option("--fw-no-gate", is_flag=True, help="First-SMI handler does not wait at the APIC ID gate."),
+    click.option(
+        "--fw-no-broadcast", is_flag=True, help="Firmware negotiates no SMI features (no broadcast)."
+    ),
+)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _setup(design: str, attacks: tuple[str, ...], scenario: Scenario, **opts: Any):
+    from smm_hotplug.checker.traces import CheckSetup
+
+    setup = CheckSetup(
+        design=design,
+        scenario=scenario,
+        attacks=attacks,
+        init_in_smm=opts.get("init_in_smm"),
+        vmm_keeps_smbase=opts.get("vmm_keeps_smbase"),
+        no_window_lock=opts.get("fw_no_window_lock", False),
+        no_smram_lock=opts.get("fw_no_smram_lock", False),
+        no_gate=opts.get("fw_no_gate", False),
+        no_broadcast=opts.get("fw_no_broadcast", False),
+    )
+    setup.system()  # validates design, attacks and counts up front
+    return setup
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="smm-hotplug")
 def cli() -> None:
     """Executable, checkable model of SMM-safe CPU hotplug (QEMU/KVM + OVMF)."""
 
 
+# -- catalogues -----------------------------------------------------------------------------
+@cli.command()
+def designs() -> None:
+    """List the design ids."""
+    from smm_hotplug.designs.catalog import DESIGNS
+
+    for d in DESIGNS.values():
+        click.echo(f"{d.id:22} {d.summary}")
+
+
+@cli.command()
+def attacks() -> None:
+    """List the adversary ids (`all` is every one at once)."""
+    from smm_hotplug.adversaries.catalog import ADVERSARIES
+
+    for a in ADVERSARIES.values():
+        budget = f" (budget {a.budget})" if a.budget > 1 else ""
+        click.echo(f"{a.id:28} {a.summary}{budget}")
+    click.echo(f"{'all':28} every adversary above at once")
+
+
+@cli.command()
+def properties() -> None:
+    """List the property ids."""
+    from smm_hotplug.invariants import PROPERTIES
+
+    for pid, text in PROPERTIES.items():
+        click.echo(f"{pid:22} {text}")
+
+
+# -- simulate -----------------------------------------------------------------------------------
 @cli.command()
 @scenario_options
+@design_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random schedule.")
+@click.option(
+    "--replay",
+    "replay",
+    type=str,
+    default=None,
+    metavar="FILE",
+    help="Replay a trace saved by `check --trace-out` step by step (its setup wins).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Also show every register and memory access.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the timeline.")
 def simulate(
-    design: str,
-    init_in_smm: str | None,
     boot_cpus: int,
     max_cpus: int,
     plug: int,
     unplug: int,
+    design: str,
     seed: int,
+    replay: str | None,
     verbose: bool,
     as_json: bool,
+    **opts: Any,
 ) -> None:
     """Boot, hot-add --plug CPUs, hot-remove --unplug of them; print the timeline and a summary."""
+    from smm_hotplug.checker.traces import load
     from smm_hotplug.report.text import render_summary, render_timeline, simulation_json
     from smm_hotplug.simulator import simulate as run
 
-    system = build_system(design, init_in_smm, boot_cpus, max_cpus, plug, unplug)
-    res = run(system, seed=seed, detail=verbose)
+    if replay is not None:
+        setup, schedule = load(replay)
+        res = run(setup.system(), detail=verbose, schedule=schedule)
+    else:
+        setup = _setup(design, (), Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
+        res = run(setup.system(), seed=seed, detail=verbose)
     if as_json:
         click.echo(json.dumps(simulation_json(res, verbose), indent=2))
     else:
@@ -92,6 +164,112 @@ def simulate(
     sys.exit(EXIT_OK if res.ok else EXIT_VIOLATED)
 
 
+# -- check ----------------------------------------------------------------------------------------
+@cli.command()
+@scenario_options
+@design_options
+@click.option(
+    "--attack",
+    "attack_ids",
+    multiple=True,
+    metavar="ID",
+    help="Adversary id (repeatable; `all` for every one). None: the benign flow.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option(
+    "--trace-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Save the shortest violating trace as JSON (replay with `simulate --replay`).",
+)
+@click.option(
+    "--max-states", type=int, default=None, help="Stop (verdict incomplete) beyond this many states."
+)
+def check(
+    boot_cpus: int,
+    max_cpus: int,
+    plug: int,
+    unplug: int,
+    design: str,
+    attack_ids: tuple[str, ...],
+    as_json: bool,
+    trace_out: Path | None,
+    max_states: int | None,
+    **opts: Any,
+) -> None:
+    """Explore every interleaving: prove every property or print the shortest violating trace."""
+    from smm_hotplug.checker.run import run_check
+    from smm_hotplug.checker.traces import save
+    from smm_hotplug.report.checks import render_check
+
+    setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
+    if max_states is not None and max_states < 1:
+        raise UsageError("--max-states must be positive")
+    res = _with_progress(lambda progress: run_check(setup, max_states=max_states, progress=progress), as_json)
+    doc = res.to_json()
+    if trace_out is not None and res.verdict == "violated":
+        save(trace_out, setup, doc)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        console = Console(highlight=False)
+        render_check(res, console)
+        if trace_out is not None and res.verdict == "violated":
+            console.print(
+                f"trace saved to {trace_out}; replay it with: smm-hotplug simulate --replay {trace_out}"
+            )
+    sys.exit({"holds": EXIT_OK, "violated": EXIT_VIOLATED}.get(res.verdict, EXIT_USAGE))
+
+
+def _with_progress(job: Callable[[Any], Any], quiet: bool) -> Any:
+    """Run ``job(progress)`` with a rich progress display on stderr when it is a terminal."""
+    err = Console(stderr=True)
+    if quiet or not err.is_terminal:
+        return job(None)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
+    ) as bar:
+        task = bar.add_task("exploring", total=None)
+
+        def progress(states: int, transitions: int, depth: int) -> None:
+            bar.update(
+                task, description=f"exploring: {states:,} states, {transitions:,} transitions, depth {depth}"
+            )
+
+        return job(progress)
+
+
+@cli.command()
+@scenario_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of check objects.")
+@click.option(
+    "--max-states", type=int, default=None, help="Per-cell state limit (verdict incomplete beyond)."
+)
+@click.option("--workers", type=int, default=None, help="Parallel worker processes (default: one per core).")
+def matrix(
+    boot_cpus: int,
+    max_cpus: int,
+    plug: int,
+    unplug: int,
+    as_json: bool,
+    max_states: int | None,
+    workers: int | None,
+) -> None:
+    """Every design × every adversary (plus none and all): verdicts, properties, figures."""
+    from smm_hotplug.checker.run import run_matrix
+    from smm_hotplug.report.checks import render_matrix
+
+    if workers is not None and workers < 1:
+        raise UsageError("--workers must be positive")
+    results = run_matrix(Scenario(boot_cpus, max_cpus, plug, unplug), max_states=max_states, workers=workers)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        render_matrix(results, Console(highlight=False))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input gives one line on stderr and exit status 2, never a traceback."""
     try:
@@ -99,14 +277,14 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as err:
         click.echo(f"smm-hotplug: error: {err}", err=True)
         sys.exit(EXIT_USAGE)
-    except click.exceptions.NoSuchOption as err:
-        click.echo(f"smm-hotplug: error: {err.format_message()}", err=True)
-        sys.exit(EXIT_USAGE)
     except click.ClickException as err:
         click.echo(f"smm-hotplug: error: {err.format_message()}", err=True)
         sys.exit(EXIT_USAGE)
     except click.exceptions.Abort:
         click.echo("smm-hotplug: aborted", err=True)
+        sys.exit(EXIT_USAGE)
+    except OSError as err:
+        click.echo(f"smm-hotplug: error: {err}", err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(EXIT_OK)
 

@@ -1,0 +1,127 @@
+"""The exhaustive checker: verdicts that follow from each design's logic, and mutation tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from smm_hotplug.checker.run import run_check
+from smm_hotplug.checker.traces import CheckSetup
+from smm_hotplug.world import Scenario
+
+SMALL = Scenario(boot_cpus=1, max_cpus=2, plug=1, unplug=0)
+DEFAULT = Scenario()
+
+
+def verdict(design, *attacks, scenario=DEFAULT, **opts):
+    res = run_check(CheckSetup(design, scenario, tuple(attacks), **opts), max_states=400_000)
+    assert res.verdict != "incomplete"
+    return res
+
+
+def test_shipped_design_holds_benign_with_every_property_judged():
+    res = verdict("smram-default-smbase")
+    assert res.verdict == "holds"
+    assert "hotplug-completes" in res.judged and "eject-safe" in res.judged
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "os-code-at-default-smbase",
+        "dma-code-at-default-smbase",
+        "os-early-init-sipi",
+        "os-smbase-msr-write",
+        "dma-tseg",
+        "os-smram-reconfig",
+        "concurrent-plug",
+        "replug-same-slot",
+        "os-init-in-smm",
+    ],
+)
+def test_shipped_design_holds_against_each_adversary(attack):
+    assert verdict("smram-default-smbase", attack).verdict == "holds"
+
+
+def test_sdm_falls_to_code_planted_at_the_default_smbase():
+    res = verdict("sdm", "os-code-at-default-smbase")
+    assert (res.verdict, res.prop) == ("violated", "smm-code-integrity")
+    assert "os.payload at 0x38000" in res.detail
+    assert res.trace[-1].actor == "cpu2" and "attacker code runs in SMM" in res.trace[-1].text
+    assert any(t.actor == "adv:os-code-at-default-smbase" for t in res.trace)
+
+
+def test_sdm_also_falls_to_dma():
+    res = verdict("sdm", "dma-code-at-default-smbase")
+    assert (res.verdict, res.prop) == ("violated", "smm-code-integrity")
+    assert "written by dma" in res.detail
+
+
+def test_dma_guard_holds_against_dma_but_not_against_the_os():
+    assert verdict("dma-guard", "dma-code-at-default-smbase").verdict == "holds"
+    res = verdict("dma-guard", "os-code-at-default-smbase")
+    assert (res.verdict, res.prop) == ("violated", "smm-code-integrity")
+
+
+def test_writable_smbase_msr_lets_the_os_into_smm():
+    res = verdict("smbase-msr", "os-smbase-msr-write")
+    assert (res.verdict, res.prop) == ("violated", "smm-code-integrity")
+    assert "0x408000" in res.detail
+
+
+def test_preinit_spares_depends_on_the_vmm_keeping_smbase():
+    res = verdict("preinit-spares")
+    assert (res.verdict, res.prop) == ("violated", "smbase-in-tseg")
+    assert verdict("preinit-spares", vmm_keeps_smbase=True).verdict == "holds"
+
+
+def test_hotplug_smbase_registers_resist_os_writes():
+    assert verdict("hotplug-smbase-reg", "os-hotplug-register-tamper", scenario=SMALL).verdict == "holds"
+
+
+def test_unplug_request_before_the_insert_is_handled_is_lost_by_qemus_aml():
+    res = verdict("smram-default-smbase", "unplug-race")
+    assert (res.verdict, res.prop) == ("violated", "hotplug-completes")
+    assert "never complete" in res.detail
+
+
+# -- mutation tests: each safeguard of the shipped design is needed -----------------------------
+def test_without_window_lock_the_os_plants_code_at_0x38000():
+    res = verdict("smram-default-smbase", "os-code-at-default-smbase", no_window_lock=True)
+    # The OS's write into the window the firmware treats as SMRAM is itself the first breach.
+    assert (res.verdict, res.prop) == ("violated", "smram-isolation")
+    assert "0x38000" in res.detail or "0x30008" in res.detail
+
+
+def test_without_smram_lock_the_os_reopens_tseg():
+    res = verdict("smram-default-smbase", "os-smram-reconfig", no_smram_lock=True)
+    assert res.verdict == "violated" and res.prop in ("smram-isolation", "smm-code-integrity")
+
+
+def test_without_gate_an_early_started_cpu_relocates_to_a_stale_smbase():
+    res = verdict("smram-default-smbase", "os-early-init-sipi", no_gate=True)
+    assert (res.verdict, res.prop) == ("violated", "smm-code-integrity")
+
+
+def test_without_broadcast_new_cpus_run_unrelocated():
+    res = verdict("smram-default-smbase", no_broadcast=True)
+    assert (res.verdict, res.prop) == ("violated", "smbase-in-tseg")
+
+
+def test_init_in_smm_is_harmless_when_held_but_not_under_tcg():
+    assert verdict("smram-default-smbase", "os-init-in-smm", init_in_smm="hold").verdict == "holds"
+    res = verdict("smram-default-smbase", "os-init-in-smm", init_in_smm="reset")
+    assert res.verdict == "violated"
+    assert res.prop in ("eject-safe", "smbase-in-tseg", "save-state-exclusive")
+
+
+def test_the_first_violation_is_a_shortest_trace():
+    """BFS order: no schedule of fewer steps reaches the violation."""
+    res = verdict("sdm", "os-code-at-default-smbase")
+    from smm_hotplug.adversaries.catalog import resolve
+    from smm_hotplug.checker.explore import explore, judged_properties
+
+    setup = CheckSetup("sdm", DEFAULT, ("os-code-at-default-smbase",))
+    system = setup.system()
+    judged = judged_properties(resolve(["os-code-at-default-smbase"]))
+    out = explore(system, judged, max_states=len(res.trace) * 10_000)
+    assert len(out[3]) == len(res.trace)
