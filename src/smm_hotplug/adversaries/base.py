@@ -50,6 +50,8 @@ class Adversary:
         if not self.can_act(system, w):
             return
         for desc, act in self.actions(system, w):
+            if act is None:
+                continue
             log = mk()
             log.add("adv", f"adv:{self.id}", desc)
             m2 = act(system, w, log)
@@ -65,8 +67,19 @@ class Adversary:
         return False
 
 
+_last: list = [None, None, None]  # (cpus, mem, answer) of the previous os_cpu() call
+
+
 def os_cpu(system: System, m: Machine) -> int | None:
     """A CPU the OS is running on (outside SMM, in OS code, able to run), if any."""
+    if _last[0] is m.cpus and _last[1] is m.mem:
+        return _last[2]
+    slot = _find_os_cpu(system, m)
+    _last[:] = [m.cpus, m.mem, slot]
+    return slot
+
+
+def _find_os_cpu(system: System, m: Machine) -> int | None:
     plat = system.plat
     for slot, c in enumerate(m.cpus):
         if not c.present or c.smm or c.pc is None:

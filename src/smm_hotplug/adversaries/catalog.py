@@ -22,7 +22,7 @@ from smm_hotplug.firmware import layout as FW
 from smm_hotplug.guest import kernel
 from smm_hotplug.hw import cpuhp, mch
 from smm_hotplug.hw.cpu import DM_INIT, DM_SIPI, DM_SMI, SMI_HANDLER_OFFSET, WAIT_SIPI
-from smm_hotplug.hw.machine import CPU, DMA, MCH_DEVFN, Machine, set_cpu
+from smm_hotplug.hw.machine import CPU, DMA, MCH_DEVFN, RAM, Machine, set_cpu
 from smm_hotplug.hw.memory import Obj
 from smm_hotplug.hw.trace import Log
 
@@ -65,7 +65,14 @@ def _default_smbase_actions(view: str, writer: str) -> list[tuple[str, Action]]:
 @dataclass(frozen=True)
 class CodeAtDefaultSmbase(Adversary):
     def actions(self, system, w):
-        return _default_smbase_actions(CPU if self.kind == OS else DMA, "os" if self.kind == OS else "dma")
+        view = CPU if self.kind == OS else DMA
+        if _blocked(system, w.m, FW.WINDOW_BASE, view) and _blocked(system, w.m, FW.FIRST_SMI_HANDLER, view):
+            return []  # the whole area is SMRAM (or guarded) for this party: nothing to write
+        return _default_smbase_actions(view, "os" if self.kind == OS else "dma")
+
+
+def _blocked(system, m: Machine, addr: int, view: str) -> bool:
+    return system.plat.decode(m, addr, view)[0] != RAM
 
 
 # -- IPIs ------------------------------------------------------------------------------------------
@@ -135,8 +142,8 @@ class InitInSmm(Adversary):
 class SmbaseMsrWrite(Adversary):
     def actions(self, system, w):
         slot = os_cpu(system, w.m)
-        if slot is None:
-            return []
+        if slot is None or not system.cfg.hw.smbase_msr_writable:
+            return []  # WRMSR to SMBASE outside SMM raises #GP: nothing happens
 
         def act(system, w, log, slot=slot):
             m = _plant(system, w.m, OS_PAYLOAD_SMBASE + SMI_HANDLER_OFFSET, CPU, "os", log)
@@ -168,7 +175,15 @@ class HotplugRegisterTamper(Adversary):
                 return bus.m
 
             out.append((f"the OS moves the hotplug selector to {slot}", select))
+            present = w.m.cpus[slot].present
+            flags = cpuhp.flags(w.m.cpuhp, slot, present) if w.m.cpuhp.modern else 0
             for bit, what in names.items():
+                # Pokes QEMU ignores (nothing to clear, empty slot, boot CPU) only move the
+                # selector, which the select action above already covers.
+                if bit in (cpuhp.F_INSERT, cpuhp.F_REMOVE) and not flags & bit:
+                    continue
+                if bit in (cpuhp.F_EJECT, cpuhp.F_FW_REMOVE) and (slot == 0 or not present):
+                    continue
 
                 def poke(system, w, log, slot=slot, bit=bit):
                     bus = os_bus(system, w.m, log)
@@ -195,6 +210,8 @@ class SmramReconfig(Adversary):
 
     def actions(self, system, w):
         lay = FW.smram_layout(system.cfg)
+        if mch.smram_locked(w.m.mch) and _blocked(system, w.m, lay.tile_entry(0), CPU):
+            return []  # D_LCK: SMRAM control is frozen and TSEG is out of reach
 
         def mch_write(reg, value):
             def act(system, w, log):
@@ -219,6 +236,8 @@ class SmramReconfig(Adversary):
 class DmaTseg(Adversary):
     def actions(self, system, w):
         lay = FW.smram_layout(system.cfg)
+        if _blocked(system, w.m, lay.tseg_base, DMA) and _blocked(system, w.m, lay.tile_entry(0), DMA):
+            return []
 
         def plant(system, w, log):
             return system.plat.mem_put(w.m, lay.tile_entry(0), _payload("dma"), DMA, log)
