@@ -79,6 +79,27 @@ class Bus:
         self.log.add("mem", self.actor, f"write{size * 8} [0x{addr:x}] <- 0x{value:x}", detail=True)
         self.m = self.plat.mem_write(self.m, addr, size, value, self._view(), self.owner, self.log)
 
+    def fill(self, addr: int, size: int, byte: int) -> None:
+        """REP STOSB: ``size`` bytes of ``byte``."""
+        self.accesses += 1
+        self.m = self.plat.mem_fill(self.m, addr, size, byte, self._view(), self.owner, self.log)
+
+    def erase(self, addr: int, size: int) -> None:
+        """Zero RAM the way firmware clears its scratch areas (the bytes keep no author)."""
+        self.accesses += 1
+        from smm_hotplug.hw.machine import RAM
+
+        kind, end = self.plat.decode(self.m, addr, self._view())
+        if kind == RAM and addr + size <= end:
+            self.m = self.m._replace(mem=self.m.mem.erase(addr, size))
+
+    def copy(self, dst: int, src: int, size: int) -> None:
+        """REP MOVSB: copy bytes (they become this code's writes)."""
+        self.accesses += 1
+        view = self._view()
+        data = self.plat.mem_read(self.m, src, size, view, self.log)
+        self.m = self.plat.mem_write(self.m, dst, size, data, view, self.owner, self.log)
+
     def cmpxchg(self, addr: int, size: int, expect: int, new: int) -> bool:
         """LOCK CMPXCHG: atomic compare-and-swap; True when the swap happened."""
         self.accesses += 1

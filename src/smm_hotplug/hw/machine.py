@@ -60,6 +60,7 @@ UNASSIGNED = "unassigned"
 ROM = "rom"
 
 ROM_BASE = 0xFFFC0000  # firmware flash (256 KiB below 4 GiB)
+ADDR_MASK = (1 << 64) - 1  # physical addresses wrap at 2^64
 SCI_IRQ = 9  # ICH9 SCI on GSI 9 (ACPI FADT SCI_INT)
 SCI_VECTOR = 0x29  # vector the modelled IOAPIC routes the SCI to (programmed by the OS)
 PCI_CONFIG_ADDRESS = 0xCF8
@@ -119,6 +120,16 @@ class Platform:
             cpuhp=cpuhp.initial(cfg.max_cpus, cfg.hw.hotplug_smbase_regs),
             pci_addr=0,
             mem=Memory(),
+        )
+
+    def system_reset(self, m: Machine) -> Machine:
+        """qemu_system_reset: every present CPU is RESET (SMBASE back to 0x30000), the chipset
+        and fw_cfg return to their reset state; RAM and the CPU hotplug block are kept."""
+        cpus = tuple(
+            power_on_cpu(slot == 0, self.reset_pc) if c.present else c for slot, c in enumerate(m.cpus)
+        )
+        return m._replace(
+            cpus=cpus, mch=mch.reset(self.cfg), lpc=lpc.reset(), fwcfg=fw_cfg.reset(), pci_addr=0
         )
 
     # -- memory decode ---------------------------------------------------------------------
@@ -182,7 +193,7 @@ class Platform:
         value = 0
         done = 0
         while done < size:
-            a = addr + done
+            a = (addr + done) & ADDR_MASK
             kind, end = self.decode(m, a, view)
             n = min(size - done, end - a)
             if kind == RAM:
@@ -203,7 +214,7 @@ class Platform:
         mem = m.mem
         done = 0
         while done < size:
-            a = addr + done
+            a = (addr + done) & ADDR_MASK
             kind, end = self.decode(m, a, view)
             n = min(size - done, end - a)
             if kind == RAM:
@@ -219,7 +230,7 @@ class Platform:
         mem = m.mem
         done = 0
         while done < size:
-            a = addr + done
+            a = (addr + done) & ADDR_MASK
             kind, end = self.decode(m, a, view)
             n = min(size - done, end - a)
             if kind == RAM:

@@ -161,6 +161,33 @@ class Memory:
             return self
         return Memory(pages if changed else self._pages, objs, h2)
 
+    def erase(self, addr: int, size: int) -> Memory:
+        """Zero a range and forget its authors (and any objects in it)."""
+        pages = dict(self._pages)
+        objs = dict(self._objs)
+        h = self._hash
+        end = addr + size
+        for base, obj in list(objs.items()):
+            if base < end and addr < base + obj.size:
+                h ^= hash((base, obj))
+                del objs[base]
+        for pno in [p for p in pages if addr < (p + 1) << PAGE_SHIFT and p << PAGE_SHIFT < end]:
+            old = pages.pop(pno)
+            h ^= hash((pno, old))
+            lo = max(addr, pno << PAGE_SHIFT) - (pno << PAGE_SHIFT)
+            hi = min(end, (pno + 1) << PAGE_SHIFT) - (pno << PAGE_SHIFT)
+            if lo == 0 and hi == PAGE:
+                continue
+            data = bytearray(old.data)
+            writers = list(old.writers)
+            data[lo:hi] = bytes(hi - lo)
+            writers[lo:hi] = [None] * (hi - lo)
+            if writers.count(None) != PAGE:
+                new = Page(bytes(data), tuple(writers))
+                pages[pno] = new
+                h ^= hash((pno, new))
+        return Memory(pages, objs, h)
+
     def put(self, addr: int, obj: Obj) -> Memory:
         """Place ``obj`` at ``addr``; it replaces whatever bytes and objects it overlaps."""
         h = self._hash
@@ -211,10 +238,10 @@ class Memory:
         for base in hit:
             old = objs.pop(base)
             h ^= hash((base, old))
-            if old.kind == "code":
-                # Someone else's bytes inside a program make it their code.
-                new = old._replace(writer=writer) if old.writer != writer else old
+            if old.kind == "code" and not (addr <= base and base + old.size <= end):
+                # Someone's bytes inside a program: it is now that writer's code.
+                new = old._replace(writer=writer)
                 objs[base] = new
                 h ^= hash((base, new))
-            # A symbolic register image overwritten with plain bytes simply becomes bytes.
+            # Overwritten whole (or a symbolic register image): what is left is plain bytes.
         return objs, h

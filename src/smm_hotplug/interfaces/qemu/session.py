@@ -8,18 +8,57 @@ uses; QMP events the model reports are queued for the protocol layers.
 
 from __future__ import annotations
 
-from smm_hotplug.hw import management
+from smm_hotplug.code import PROGRAMS
+from smm_hotplug.firmware import seabios
+from smm_hotplug.hw import lpc, management
 from smm_hotplug.hw.config import PlatformConfig
-from smm_hotplug.hw.machine import CPU, Machine, Platform
+from smm_hotplug.hw.machine import CPU, ROM_BASE, Machine, Platform
+from smm_hotplug.hw.memory import Obj
 from smm_hotplug.hw.trace import Event, Log
-from smm_hotplug.invariants import eject_monitor
+
+CPU_STEP_LIMIT = 200_000  # a guest that never stops running is cut off here
 
 
 class QemuMachine:
-    def __init__(self, cfg: PlatformConfig, software: object = None) -> None:
-        self.plat = Platform(cfg=cfg, software=software, eject_monitor=eject_monitor)
+    """``firmware=True``: the CPUs run a SeaBIOS-like firmware at power-on and whenever an SMI
+    or IPI gives them work, as Debian's QEMU does under -qtest; ``False``: nothing ever runs,
+    as with QEMU's qtest accelerator."""
+
+    def __init__(self, cfg: PlatformConfig, firmware: bool = False) -> None:
+        rom = {ROM_BASE: Obj("code", "seabios.boot", PROGRAMS["seabios.boot"].size, "firmware")}
+        self.plat = Platform(
+            cfg=cfg, rom=rom if firmware else {}, reset_pc=(ROM_BASE, "entry") if firmware else None
+        )
+        self.firmware = firmware
         self.m: Machine = self.plat.power_on()
         self.events: list[Event] = []  # QMP events not yet delivered
+        self.run_cpus()
+        assert seabios  # the firmware image's programs are registered on import
+
+    def run_cpus(self) -> int:
+        """Let the CPUs run (round-robin) until none can move; returns the steps taken."""
+        if not self.firmware:
+            return 0
+        steps = 0
+        while steps < CPU_STEP_LIMIT:
+            moved = False
+            for slot in range(len(self.m.cpus)):
+                if not self.plat.cpu_enabled(self.m, slot):
+                    continue
+                log = self._log()
+                nxt = self.plat.cpu_step(self.m, slot, log)
+                if nxt is None:
+                    continue
+                self.m = nxt
+                self._collect(log)
+                moved = True
+                steps += 1
+            if not moved:
+                break
+        return steps
+
+    def sci_level(self) -> bool:
+        return lpc.sci_level(self.m.lpc)
 
     @property
     def cfg(self) -> PlatformConfig:
@@ -96,6 +135,11 @@ class QemuMachine:
         log = self._log()
         self.m = management.plug(self.plat, self.m, slot, log)
         self._collect(log)
+        self.run_cpus()
+
+    def system_reset(self) -> None:
+        self.m = self.plat.system_reset(self.m)
+        self.run_cpus()
 
     def unplug_request(self, slot: int) -> None:
         log = self._log()

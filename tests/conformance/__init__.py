@@ -1,0 +1,1 @@
+"""Differential conformance: the same scripted sessions against real QEMU and smm-hotplug-qemu."""

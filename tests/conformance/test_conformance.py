@@ -1,0 +1,42 @@
+"""smm-hotplug-qemu answers every scripted session exactly as QEMU 7.2 does."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conformance.sessions import SESSIONS, run
+from conformance.targets import qemu_available
+
+TRANSCRIPTS = Path(__file__).resolve().parent / "transcripts"
+REQUIRE_QEMU = os.environ.get("SMM_HOTPLUG_REQUIRE_QEMU") == "1"
+
+
+def _diff(ours: list, theirs: list) -> str:
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=False)):
+        if json.dumps(a) != json.dumps(b):
+            return f"entry {i}:\n  smm-hotplug-qemu: {a}\n  QEMU:             {b}"
+    return f"lengths differ: {len(ours)} vs {len(theirs)}"
+
+
+@pytest.mark.parametrize("name", list(SESSIONS))
+def test_matches_recorded_qemu_transcript(name):
+    path = TRANSCRIPTS / f"{name}.json"
+    assert path.exists(), f"no recorded transcript for {name}; run tests/conformance/record.py"
+    recorded = json.loads(path.read_text())
+    ours = json.loads(json.dumps(run(name, "ours")))
+    assert json.dumps(ours) == json.dumps(recorded), _diff(ours, recorded)  # key order counts
+
+
+@pytest.mark.parametrize("name", list(SESSIONS))
+def test_matches_live_qemu(name):
+    if not qemu_available():
+        if REQUIRE_QEMU:
+            pytest.fail("qemu-system-x86_64 is required (SMM_HOTPLUG_REQUIRE_QEMU=1) but not installed")
+        pytest.skip("qemu-system-x86_64 not installed; the recorded transcripts were compared instead")
+    theirs = json.loads(json.dumps(run(name, "qemu")))
+    ours = json.loads(json.dumps(run(name, "ours")))
+    assert json.dumps(ours) == json.dumps(theirs), _diff(ours, theirs)
