@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from smm_hotplug.hw.bus import Bus
 from smm_hotplug.hw.cpu import HALTED, RUNNING
 from smm_hotplug.hw.machine import CPU, DMA, Machine
+from smm_hotplug.hw.memory import Obj
 from smm_hotplug.hw.trace import Log
 
 if TYPE_CHECKING:
@@ -99,8 +100,22 @@ def os_bus(system: System, m: Machine, log: Log) -> Bus:
     return Bus(system.plat, m, slot, log, "os", "os.adversary")
 
 
+def adv_write(
+    system: System, m: Machine, addr: int, size: int, value: int, view: str, writer: str, log: Log
+) -> Machine:
+    """A data write by the OS (CPU view) or a DMA device, logged like a program's access."""
+    log.add("mem", writer, f"write{8 * size} [0x{addr:x}] <- 0x{value:x}", True, ("write", addr, writer))
+    return system.plat.mem_write(m, addr, size, value, view, writer, log)
+
+
+def adv_put(system: System, m: Machine, addr: int, obj: Obj, view: str, log: Log) -> Machine:
+    """Code (or another object) stored by the OS or a DMA device, logged like ``Bus.install``."""
+    log.add("mem", obj.writer, f"writes {obj.value} at 0x{addr:x}", True, ("write", addr, obj.writer))
+    return system.plat.mem_put(m, addr, obj, view, log)
+
+
 def dma_write(system: System, m: Machine, addr: int, size: int, value: int, log: Log) -> Machine:
-    return system.plat.mem_write(m, addr, size, value, DMA, "dma", log)
+    return adv_write(system, m, addr, size, value, DMA, "dma", log)
 
 
 def dma_read(system: System, m: Machine, addr: int, size: int, log: Log) -> int:

@@ -10,6 +10,8 @@ from smm_hotplug.adversaries.base import (
     TIMING,
     Action,
     Adversary,
+    adv_put,
+    adv_write,
     dma_read,
     dma_write,
     os_bus,
@@ -36,7 +38,7 @@ def _payload(writer: str) -> Obj:
 
 
 def _plant(system, m: Machine, addr: int, view: str, writer: str, log: Log) -> Machine:
-    return system.plat.mem_put(m, addr, _payload(writer), view, log)
+    return adv_put(system, m, addr, _payload(writer), view, log)
 
 
 # -- code and data planted in the default-SMBASE area -------------------------------------------
@@ -48,7 +50,7 @@ def _default_smbase_actions(view: str, writer: str) -> list[tuple[str, Action]]:
 
     def redirect(system, w, log):
         plat = system.plat
-        m = plat.mem_write(w.m, FW.CTX_NEW_SMBASE, 4, OS_PAYLOAD_SMBASE, view, writer, log)
+        m = adv_write(system, w.m, FW.CTX_NEW_SMBASE, 4, OS_PAYLOAD_SMBASE, view, writer, log)
         if plat.mem_read(m, FW.CTX_NEW_SMBASE, 4, view) != OS_PAYLOAD_SMBASE:
             return None  # the write was blocked: the attack does not get started
         return _plant(system, m, OS_PAYLOAD_SMBASE + SMI_HANDLER_OFFSET, view, writer, log)
@@ -102,7 +104,7 @@ class EarlyInitSipi(Adversary):
                 continue
 
             def act(system, w, log, slot=slot):
-                m = system.plat.mem_put(w.m, ROGUE_PAGE, Obj("code", "os.rogue", 0x100, "os"), CPU, log)
+                m = adv_put(system, w.m, ROGUE_PAGE, Obj("code", "os.rogue", 0x100, "os"), CPU, log)
                 bus = os_bus(system, m, log)
                 apic = system.cfg.apic_id(slot)
                 bus.ipi(apic, DM_INIT)
@@ -240,7 +242,7 @@ class DmaTseg(Adversary):
             return []
 
         def plant(system, w, log):
-            return system.plat.mem_put(w.m, lay.tile_entry(0), _payload("dma"), DMA, log)
+            return _plant(system, w.m, lay.tile_entry(0), DMA, "dma", log)
 
         def table(system, w, log):
             return dma_write(system, w.m, lay.apic_id_slot(1), 8, 0, log)

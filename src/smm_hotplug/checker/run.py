@@ -35,13 +35,21 @@ def _cell(args: tuple[str, str, Scenario, int | None]) -> CheckResult:
 
 
 def run_matrix(
-    scenario: Scenario, max_states: int | None = None, workers: int | None = None
+    scenario: Scenario,
+    max_states: int | None = None,
+    workers: int | None = None,
+    designs: list[str] | None = None,
+    columns: list[str] | None = None,
 ) -> list[CheckResult]:
-    cells = [(d, col, scenario, max_states) for d in DESIGNS for col in matrix_columns()]
-    CheckSetup(next(iter(DESIGNS)), scenario).system()  # bad counts fail here, once
+    """Every design against every column (no adversary, each adversary, all), in parallel."""
+    designs = designs or list(DESIGNS)
+    columns = columns or matrix_columns()
+    for d in designs:
+        CheckSetup(d, scenario).system()  # unknown ids and impossible counts fail here, once
+    resolve([c for c in columns if c != NONE])
+    cells = [(d, col, scenario, max_states) for d in designs for col in columns]
     workers = workers or min(len(cells), os.cpu_count() or 1)
     if workers <= 1:
         return [_cell(c) for c in cells]
-    # Larger cells first so the pool stays busy to the end.
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(_cell, cells, chunksize=1))

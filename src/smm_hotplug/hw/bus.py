@@ -71,12 +71,24 @@ class Bus:
     def rd(self, addr: int, size: int = 4) -> int:
         self.accesses += 1
         value = self.plat.mem_read(self.m, addr, size, self._view(), self.log)
-        self.log.add("mem", self.actor, f"read{size * 8} [0x{addr:x}] -> 0x{value:x}", detail=True)
+        self.log.add(
+            "mem",
+            self.actor,
+            f"read{size * 8} [0x{addr:x}] -> 0x{value:x}",
+            detail=True,
+            data=("read", addr, self.owner),
+        )
         return value
 
     def wr(self, addr: int, size: int, value: int) -> None:
         self.accesses += 1
-        self.log.add("mem", self.actor, f"write{size * 8} [0x{addr:x}] <- 0x{value:x}", detail=True)
+        self.log.add(
+            "mem",
+            self.actor,
+            f"write{size * 8} [0x{addr:x}] <- 0x{value:x}",
+            detail=True,
+            data=("write", addr, self.owner),
+        )
         self.m = self.plat.mem_write(self.m, addr, size, value, self._view(), self.owner, self.log)
 
     def fill(self, addr: int, size: int, byte: int) -> None:
@@ -207,7 +219,13 @@ class Bus:
         """Copy a program's code to ``addr`` (its bytes get this code's provenance)."""
         self.accesses += 1
         prog = PROGRAMS[program]
-        self.log.add("mem", self.actor, f"installs {program} at 0x{addr:x}", detail=True)
+        self.log.add(
+            "mem",
+            self.actor,
+            f"installs {program} at 0x{addr:x}",
+            detail=True,
+            data=("write", addr, self.owner),
+        )
         self.m = self.plat.mem_put(
             self.m, addr, Obj("code", program, prog.size, self.owner), self._view(), self.log
         )

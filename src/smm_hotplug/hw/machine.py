@@ -759,6 +759,7 @@ class Platform:
             f"cpu{src}",
             f"{DELIVERY_MODE_NAMES.get(mode, mode)} IPI -> {dname}"
             + (f" vector 0x{vector:02x}" if mode in (DM_FIXED, DM_SIPI) else ""),
+            data=("ipi", mode, tuple(targets)),
         )
         for s in targets:
             m = self.deliver(m, s, mode, vector, log)

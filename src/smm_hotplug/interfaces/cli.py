@@ -117,6 +117,15 @@ def properties() -> None:
         click.echo(f"{pid:22} {text}")
 
 
+HTML_OPTION = click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a self-contained HTML page with the run as a sequence diagram.",
+)
+
+
 # -- simulate -----------------------------------------------------------------------------------
 @cli.command()
 @scenario_options
@@ -132,6 +141,7 @@ def properties() -> None:
 )
 @click.option("--verbose", "-v", is_flag=True, help="Also show every register and memory access.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the timeline.")
+@HTML_OPTION
 def simulate(
     boot_cpus: int,
     max_cpus: int,
@@ -142,6 +152,7 @@ def simulate(
     replay: str | None,
     verbose: bool,
     as_json: bool,
+    html_out: Path | None,
     **opts: Any,
 ) -> None:
     """Boot, hot-add --plug CPUs, hot-remove --unplug of them; print the timeline and a summary."""
@@ -155,12 +166,28 @@ def simulate(
     else:
         setup = _setup(design, (), Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
         res = run(setup.system(), seed=seed, detail=verbose)
+    if html_out is not None:
+        from smm_hotplug.report.html import page, run_diagram
+
+        if res.steps and not any(e.detail for st in res.steps for e in st.events):
+            res = run(res.system, detail=True, schedule=[(st.actor, st.choice) for st in res.steps])
+        status = ", ".join(f"{p}: {v['status']}" for p, v in res.property_status().items())
+        section = run_diagram("run", f"{res.system.design.id}: simulated run", status, res)
+        html_out.write_text(
+            page(
+                f"smm-hotplug simulate — {res.system.design.id}",
+                f"Outcome: {res.outcome} after {len(res.steps)} steps.",
+                [section],
+            )
+        )
     if as_json:
         click.echo(json.dumps(simulation_json(res, verbose), indent=2))
     else:
         console = Console(highlight=False)
         render_timeline(res, console, verbose)
         render_summary(res, console)
+        if html_out is not None:
+            console.print(f"diagram written to {html_out}")
     sys.exit(EXIT_OK if res.ok else EXIT_VIOLATED)
 
 
@@ -185,6 +212,7 @@ def simulate(
 @click.option(
     "--max-states", type=int, default=None, help="Stop (verdict incomplete) beyond this many states."
 )
+@HTML_OPTION
 def check(
     boot_cpus: int,
     max_cpus: int,
@@ -195,9 +223,11 @@ def check(
     as_json: bool,
     trace_out: Path | None,
     max_states: int | None,
+    html_out: Path | None,
     **opts: Any,
 ) -> None:
     """Explore every interleaving: prove every property or print the shortest violating trace."""
+    from smm_hotplug.checker.explore import CheckResult
     from smm_hotplug.checker.run import run_check
     from smm_hotplug.checker.traces import save
     from smm_hotplug.report.checks import render_check
@@ -209,6 +239,24 @@ def check(
     doc = res.to_json()
     if trace_out is not None and res.verdict == "violated":
         save(trace_out, setup, doc)
+    if html_out is not None:
+        from smm_hotplug.report.html import matrix_table, page, trace_section
+
+        column = (
+            res.attacks[0]
+            if len(res.attacks) == 1
+            else ("none" if not res.attacks else "+".join(res.attacks))
+        )
+        sections = [trace_section(setup.system(), res, "trace")] if res.verdict == "violated" else []
+        res_for_table = CheckResult(**{**res.__dict__, "attacks": [column] if res.attacks else []})
+        html_out.write_text(
+            page(
+                f"smm-hotplug check — {res.design}",
+                f"Properties judged: {', '.join(res.judged)}.",
+                sections,
+                matrix_table([res_for_table], {(res.design, column): "trace"}),
+            )
+        )
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
@@ -268,6 +316,80 @@ def matrix(
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
         render_matrix(results, Console(highlight=False))
+
+
+@cli.command()
+@scenario_options
+@click.option(
+    "--design", "design_ids", multiple=True, metavar="ID", help="Designs to include (default: all)."
+)
+@click.option(
+    "--attack",
+    "attack_ids",
+    multiple=True,
+    metavar="ID",
+    help="Adversary columns to include, `none` and `all` allowed (default: every one).",
+)
+@click.option(
+    "--output",
+    "-o",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="HTML file to write.",
+)
+@click.option(
+    "--max-states",
+    type=int,
+    default=300_000,
+    show_default=True,
+    help="Per-cell state limit (verdict incomplete beyond).",
+)
+@click.option("--workers", type=int, default=None, help="Parallel worker processes (default: one per core).")
+def report(
+    boot_cpus: int,
+    max_cpus: int,
+    plug: int,
+    unplug: int,
+    design_ids: tuple[str, ...],
+    attack_ids: tuple[str, ...],
+    out: Path,
+    max_states: int,
+    workers: int | None,
+) -> None:
+    """One self-contained HTML page: the matrix, every shortest attack and the benign hot-add/remove."""
+    from smm_hotplug.checker.run import NONE, run_matrix
+    from smm_hotplug.checker.traces import CheckSetup
+    from smm_hotplug.designs.catalog import DEFAULT_DESIGN
+    from smm_hotplug.report.html import benign_sections, matrix_table, page, trace_section
+
+    scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
+    if max_states < 1:
+        raise UsageError("--max-states must be positive")
+    results = run_matrix(
+        scenario,
+        max_states=max_states,
+        workers=workers,
+        designs=list(design_ids) or None,
+        columns=list(attack_ids) or None,
+    )
+    sections, anchors = [], {}
+    for r in results:
+        if r.verdict != "violated":
+            continue
+        column = r.attacks[0] if r.attacks else NONE
+        anchor = f"trace-{r.design}-{column}"
+        anchors[(r.design, column)] = anchor
+        sections.append(trace_section(CheckSetup(r.design, scenario, tuple(r.attacks)).system(), r, anchor))
+    sections += benign_sections(CheckSetup(DEFAULT_DESIGN, scenario).system())
+    intro = (
+        f"{boot_cpus} boot CPUs, {max_cpus} possible, plug {plug}, unplug {unplug}. Each cell: verdict, the "
+        "property violated, states explored and seconds; a violated cell links to its shortest attack."
+    )
+    out.write_text(
+        page("smm-hotplug: designs × adversaries", intro, sections, matrix_table(results, anchors))
+    )
+    click.echo(f"report written to {out}: {len(results)} checks, {len(sections)} diagrams")
 
 
 def main(argv: list[str] | None = None) -> None:
