@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -42,3 +44,13 @@ def negotiate(qm: QemuMachine, features: int) -> int:
     fwcfg_dma(qm, ctl, 8, 0x1000)
     qm.outw(fw_cfg.PORT_SELECTOR, file_key(qm, fw_cfg.FILE_FEATURES_OK))
     return qm.inb(fw_cfg.PORT_DATA)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`smm-hotplug ARGS` as a user runs it: a separate process, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "smm_hotplug.interfaces.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

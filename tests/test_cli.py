@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "smm_hotplug.interfaces.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from conftest import run_cli as run
 
 
 def test_simulate_default_prints_timeline_summary_and_invariants():

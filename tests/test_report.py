@@ -6,12 +6,11 @@ import io
 import os
 import re
 import shutil
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import run_cli as run
 
 from smm_hotplug.hw.trace import Event
 from smm_hotplug.report.sequence import Step, render
@@ -26,15 +25,6 @@ VIOLATED = {
     ("dma-guard", "os-code-at-default-smbase"),
 }
 DIAGRAMS = len(VIOLATED) + 2
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "smm_hotplug.interfaces.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")
