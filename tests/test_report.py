@@ -126,7 +126,7 @@ def test_repeated_polling_collapses_into_one_arrow():
     poll = [Event("io", "cpu0", "inb 0x00b3 -> 0x00", True, ()) for _ in range(40)]
     steps = [Step(i, "cpu0", [ev]) for i, ev in enumerate(poll)]
     steps.append(Step(40, "cpu0", [Event("io", "cpu0", "outb 0x00b2 <- 0x04", True, ())]))
-    diagram = render("poll", steps, cpus=1)
+    diagram = render(steps, cpus=1)
     # consecutive accesses between the same two lifelines fold into one row whose tooltip lists them
     assert diagram.rows == 1 and diagram.arrows == 1
     assert "41× " in diagram.svg and diagram.svg.count("step ") == 41

@@ -63,12 +63,5 @@ def program(name: str, owner: str, size: int = 0x200, doc: str = "") -> Program:
     return prog
 
 
-def setreg(regs: Regs, index: int, value: Any) -> Regs:
-    """Registers with one slot changed (the file grows as needed)."""
-    if index < len(regs):
-        return (*regs[:index], value, *regs[index + 1 :])
-    return (*regs, *([0] * (index - len(regs))), value)
-
-
 def reg(regs: Regs, index: int, default: Any = 0) -> Any:
     return regs[index] if index < len(regs) else default

@@ -34,8 +34,6 @@ PROPERTIES: dict[str, str] = {
     "the OS runs, and every unplug with an ejected CPU",
 }
 
-STATE_PROPERTIES = ("smbase-in-tseg", "save-state-exclusive")
-
 
 def firmware_table(plat: Platform, m: Machine) -> list[int]:
     """The firmware's CPU table (CPU_HOT_PLUG_DATA.ApicId[]), read from SMRAM."""

@@ -18,9 +18,6 @@ from smm_hotplug.adversaries.base import Adversary
 from smm_hotplug.invariants import PROPERTIES
 from smm_hotplug.world import System, World
 
-SECURITY = ("smm-code-integrity", "smram-isolation")
-PROTOCOL = ("smbase-in-tseg", "save-state-exclusive", "eject-safe", "hotplug-completes")
-
 
 def judged_properties(adversaries: tuple[Adversary, ...]) -> tuple[str, ...]:
     """Every property but those an active adversary waives (see Adversary.waives)."""

@@ -27,7 +27,3 @@ class FirmwareOptions:
     relocate_all_slots_at_boot: bool = False  # preinit-spares
     slot_by_selector: bool = False  # hotplug-reg: firmware slot i == hotplug slot i
     reserve_default_smbase: bool = False  # dma-guard: E820 reserves 0x30000-0x3ffff
-
-    @property
-    def broadcast(self) -> bool:
-        return bool(self.request_features & 1)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 class Bus:
-    __slots__ = ("_changes", "_jump", "_transferred", "accesses", "log", "m", "owner", "plat", "prog", "slot")
+    __slots__ = ("_changes", "_jump", "_transferred", "log", "m", "owner", "plat", "prog", "slot")
 
     def __init__(self, plat: Platform, m: Machine, slot: int, log: Log, owner: str, prog: str) -> None:
         self.plat = plat
@@ -29,7 +29,6 @@ class Bus:
         self.log = log
         self.owner = owner  # provenance of writes: who wrote the code being executed
         self.prog = prog
-        self.accesses = 0
         self._changes: dict[str, Any] = {}
         self._jump: tuple[int, str, Regs] | None = None
         self._transferred = False
@@ -69,7 +68,6 @@ class Bus:
 
     # -- memory ------------------------------------------------------------------------------
     def rd(self, addr: int, size: int = 4) -> int:
-        self.accesses += 1
         value = self.plat.mem_read(self.m, addr, size, self._view(), self.log)
         self.log.add(
             "mem",
@@ -81,7 +79,6 @@ class Bus:
         return value
 
     def wr(self, addr: int, size: int, value: int) -> None:
-        self.accesses += 1
         self.log.add(
             "mem",
             self.actor,
@@ -93,28 +90,18 @@ class Bus:
 
     def fill(self, addr: int, size: int, byte: int) -> None:
         """REP STOSB: ``size`` bytes of ``byte``."""
-        self.accesses += 1
         self.m = self.plat.mem_fill(self.m, addr, size, byte, self._view(), self.owner, self.log)
 
     def erase(self, addr: int, size: int) -> None:
         """Zero RAM the way firmware clears its scratch areas (the bytes keep no author)."""
-        self.accesses += 1
         from smm_hotplug.hw.machine import RAM
 
         kind, end = self.plat.decode(self.m, addr, self._view())
         if kind == RAM and addr + size <= end:
             self.m = self.m._replace(mem=self.m.mem.erase(addr, size))
 
-    def copy(self, dst: int, src: int, size: int) -> None:
-        """REP MOVSB: copy bytes (they become this code's writes)."""
-        self.accesses += 1
-        view = self._view()
-        data = self.plat.mem_read(self.m, src, size, view, self.log)
-        self.m = self.plat.mem_write(self.m, dst, size, data, view, self.owner, self.log)
-
     def cmpxchg(self, addr: int, size: int, expect: int, new: int) -> bool:
         """LOCK CMPXCHG: atomic compare-and-swap; True when the swap happened."""
-        self.accesses += 1
         view = self._view()
         cur = self.plat.mem_read(self.m, addr, size, view, self.log)
         ok = cur == expect
@@ -129,15 +116,6 @@ class Bus:
         )
         return ok
 
-    def xadd(self, addr: int, size: int, delta: int) -> int:
-        """LOCK XADD: atomic add, returns the old value."""
-        self.accesses += 1
-        view = self._view()
-        cur = self.plat.mem_read(self.m, addr, size, view, self.log)
-        mask = (1 << (8 * size)) - 1
-        self.m = self.plat.mem_write(self.m, addr, size, (cur + delta) & mask, view, self.owner, self.log)
-        return cur
-
     def rd_many(self, addrs: list[int], size: int) -> list[int]:
         """A snapshot read of several words.
 
@@ -145,19 +123,16 @@ class Bus:
         one way while read (rendezvous flags), where a word-by-word loop cannot observe
         anything a snapshot would not.
         """
-        self.accesses += 1
         view = self._view()
         return [self.plat.mem_read(self.m, a, size, view, self.log) for a in addrs]
 
     def rd_bytes(self, addr: int, length: int) -> bytes:
         """Read a private buffer (e.g. what fw_cfg DMA just delivered) in one go."""
-        self.accesses += 1
         value = self.plat.mem_read(self.m, addr, length, self._view(), self.log)
         return value.to_bytes(length, "little")
 
     def wr_many(self, writes: list[tuple[int, int, int]]) -> None:
         """Several writes to data only this code touches at this point (see rd_many)."""
-        self.accesses += 1
         view = self._view()
         for addr, size, value in writes:
             self.m = self.plat.mem_write(self.m, addr, size, value, view, self.owner, self.log)
@@ -207,17 +182,14 @@ class Bus:
 
     def rd_obj(self, addr: int) -> Obj | None:
         """Read a symbolic value (e.g. a saved RIP) as the object stored there."""
-        self.accesses += 1
         return self.plat.mem_object(self.m, addr, self._view())
 
     def put_sym(self, addr: int, value: object, size: int) -> None:
-        self.accesses += 1
         obj = Obj("sym", value, size, self.owner)
         self.m = self.plat.mem_put(self.m, addr, obj, self._view(), self.log)
 
     def install(self, addr: int, program: str) -> None:
         """Copy a program's code to ``addr`` (its bytes get this code's provenance)."""
-        self.accesses += 1
         prog = PROGRAMS[program]
         self.log.add(
             "mem",
@@ -241,12 +213,10 @@ class Bus:
 
     # -- ports ---------------------------------------------------------------------------------
     def inp(self, port: int, size: int = 1) -> int:
-        self.accesses += 1
         self.m, value = self.plat.io_read(self.m, port, size, self.slot, self.actor, self.log)
         return value
 
     def out(self, port: int, size: int, value: int) -> None:
-        self.accesses += 1
         self.m = self.plat.io_write(self.m, port, size, value, self.slot, self.actor, self.log)
 
     def pci_write(self, devfn: tuple[int, int, int], reg: int, size: int, value: int) -> None:
@@ -254,18 +224,15 @@ class Bus:
         bus, dev, fn = devfn
         self.out(0xCF8, 4, 0x80000000 | bus << 16 | dev << 11 | fn << 8 | (reg & 0xFC))
         self.out(0xCFC + (reg & 3), size, value)
-        self.accesses -= 1  # one config transaction
 
     def pci_read(self, devfn: tuple[int, int, int], reg: int, size: int) -> int:
         bus, dev, fn = devfn
         self.out(0xCF8, 4, 0x80000000 | bus << 16 | dev << 11 | fn << 8 | (reg & 0xFC))
         value = self.inp(0xCFC + (reg & 3), size)
-        self.accesses -= 1
         return value
 
     # -- local APIC ------------------------------------------------------------------------------
     def ipi(self, dest: int, mode: int, vector: int = 0) -> None:
-        self.accesses += 1
         self.m = self.plat.send_ipi(self.m, self.slot, dest, mode, vector, self.log)
 
     # -- instructions ------------------------------------------------------------------------------
@@ -302,7 +269,6 @@ class Bus:
 
     def wrmsr_smbase(self, value: int) -> bool:
         """WRMSR to an SMBASE MSR.  Only where the design makes it writable outside SMM."""
-        self.accesses += 1
         if not self.plat.cfg.hw.smbase_msr_writable and not self.smm:
             self.log.add("cpu", self.actor, "WRMSR SMBASE outside SMM: #GP")
             return False

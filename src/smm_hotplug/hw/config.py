@@ -54,6 +54,12 @@ class Topology:
         cbits = _bits_for(self.cores)
         return (socket << (cbits + tbits)) | (core << tbits) | thread
 
+    def ids_of_apic(self, apic: int) -> tuple[int, int, int]:
+        """(socket-id, core-id, thread-id) encoded in an APIC ID (inverse of ``apic_id``)."""
+        tbits = _bits_for(self.threads)
+        cbits = _bits_for(self.cores)
+        return apic >> (cbits + tbits), (apic >> tbits) & ((1 << cbits) - 1), apic & ((1 << tbits) - 1)
+
     def index_of(self, socket: int, core: int, thread: int) -> int:
         return (socket * self.cores + core) * self.threads + thread
 

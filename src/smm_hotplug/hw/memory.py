@@ -110,19 +110,6 @@ class Memory:
                 return obj
         return None
 
-    def objects(self) -> list[tuple[int, Obj]]:
-        return sorted(self._objs.items())
-
-    def written(self) -> list[tuple[int, int, str]]:
-        """Every written byte as (address, value, writer), in address order."""
-        out = []
-        for pno in sorted(self._pages):
-            page = self._pages[pno]
-            for i, w in enumerate(page.writers):
-                if w is not None:
-                    out.append(((pno << PAGE_SHIFT) + i, page.data[i], w))
-        return out
-
     # -- writes ----------------------------------------------------------------------------
     def write(self, addr: int, size: int, value: int, writer: str) -> Memory:
         """Little-endian write of ``size`` bytes of ``value`` by ``writer``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -231,8 +232,7 @@ def check(
     **opts: Any,
 ) -> None:
     """Explore every interleaving: prove every property or print the shortest violating trace."""
-    from smm_hotplug.checker.explore import CheckResult
-    from smm_hotplug.checker.run import run_check
+    from smm_hotplug.checker.run import NONE, run_check
     from smm_hotplug.checker.traces import save
     from smm_hotplug.report.checks import render_check
 
@@ -246,13 +246,9 @@ def check(
     if html_out is not None:
         from smm_hotplug.report.html import matrix_table, page, trace_section
 
-        column = (
-            res.attacks[0]
-            if len(res.attacks) == 1
-            else ("none" if not res.attacks else "+".join(res.attacks))
-        )
+        column = "+".join(res.attacks) or NONE  # the table's one column
         sections = [trace_section(setup.system(), res, "trace")] if res.verdict == "violated" else []
-        res_for_table = CheckResult(**{**res.__dict__, "attacks": [column] if res.attacks else []})
+        res_for_table = dataclasses.replace(res, attacks=[column] if res.attacks else [])
         html_out.write_text(
             page(
                 f"smm-hotplug check — {res.design}",

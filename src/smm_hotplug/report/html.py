@@ -89,18 +89,14 @@ def steps_of(
         out.append(Step(0, "fw", [note]))
         records = records[boot_end:]
     for st in records:
-        out.append(Step(st.index, st.actor, st.events, bool(st.violations)))
+        out.append(Step(st.index, st.actor, st.events))
     return out
-
-
-def cpu_count(system: System) -> int:
-    return system.cfg.max_cpus
 
 
 def run_diagram(
     anchor: str, heading: str, text: str, res: SimResult, start: int = 0, end: int | None = None
 ) -> Section:
-    diagram = render(heading, steps_of(res, start, end), cpu_count(res.system), anchor=f"svg-{anchor}")
+    diagram = render(steps_of(res, start, end), res.system.cfg.max_cpus, anchor=f"svg-{anchor}")
     return Section(anchor, heading, text, diagram)
 
 

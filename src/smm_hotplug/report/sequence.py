@@ -45,7 +45,6 @@ class Step:
     index: int
     actor: str
     events: list[Event]
-    violation: bool = False
 
 
 @dataclass
@@ -67,7 +66,6 @@ class Item:
 
 @dataclass
 class Diagram:
-    title: str
     svg: str
     arrows: int
     rows: int
@@ -167,7 +165,7 @@ def _short(text: str, n: int = LABEL_CHARS) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def render(title: str, steps: list[Step], cpus: int, anchor: str = "") -> Diagram:
+def render(steps: list[Step], cpus: int, anchor: str = "") -> Diagram:
     lanes = lifelines(cpus)
     x = {name: 80 + i * COL for i, name in enumerate(lanes)}
     items = _items(steps)
@@ -247,4 +245,4 @@ def render(title: str, steps: list[Step], cpus: int, anchor: str = "") -> Diagra
         )
     out.append("</svg>")
     svg = "\n".join(out).replace("{ARROWS}", str(arrows))
-    return Diagram(title, svg, arrows, len(items))
+    return Diagram(svg, arrows, len(items))

@@ -13,6 +13,7 @@ import re
 import time
 from typing import Any
 
+from smm_hotplug.hw import lpc
 from smm_hotplug.hw.management import CPU_DRIVER, Refused
 from smm_hotplug.hw.trace import Event
 from smm_hotplug.interfaces.qemu import qjson
@@ -196,8 +197,6 @@ class QmpSession:
 
     def _slot(self, values: dict[str, int]) -> int:
         """pc_cpu_pre_plug: the SMI refusal first, then topology, then the slot itself."""
-        from smm_hotplug.hw import lpc
-
         refusal = lpc.plug_refusal(self.qm.m.lpc)
         if refusal:
             raise _generic(refusal)
@@ -206,13 +205,7 @@ class QmpSession:
             apic = values["apic-id"]
             slot = self.qm.cfg.slot_of_apic(apic)
             if slot is None:
-                tbits = max(0, (topo.threads - 1).bit_length())
-                cbits = max(0, (topo.cores - 1).bit_length())
-                socket, core, thread = (
-                    apic >> (cbits + tbits),
-                    (apic >> tbits) & ((1 << cbits) - 1),
-                    apic & ((1 << tbits) - 1),
-                )
+                socket, core, thread = topo.ids_of_apic(apic)
                 raise _generic(
                     f"Invalid CPU [socket: {socket}, die: 0, core: {core}, thread: {thread}] with APIC ID "
                     f"{apic}, valid index range 0:{self.qm.cfg.max_cpus - 1}"

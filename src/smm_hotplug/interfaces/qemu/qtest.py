@@ -104,7 +104,6 @@ class QtestSession:
         self.intercepted: str | None = None
         self.levels = [0] * IOAPIC_PINS  # last level reported per IOAPIC pin
         self.inputs = [0] * IOAPIC_PINS  # levels set with set_irq_in
-        self._sci = qm.sci_level()
         self.now = 0
 
     # -- IRQs ------------------------------------------------------------------------------------
