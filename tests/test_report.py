@@ -120,6 +120,10 @@ def test_report_rejects_unknown_ids_and_bad_limits(tmp_path: Path):
         assert res.returncode == 2
         assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     assert not (tmp_path / "r.html").exists()
+    # an output directory that does not exist is refused before any checking is done
+    for args in (["report", "-o"], ["check", "--html"], ["simulate", "--html"]):
+        res = run(*args, str(tmp_path / "missing" / "r.html"))
+        assert res.returncode == 2 and "does not exist" in res.stderr and res.stderr.count("\n") == 1
 
 
 def test_repeated_polling_collapses_into_one_arrow():

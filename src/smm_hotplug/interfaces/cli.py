@@ -122,10 +122,26 @@ def properties() -> None:
 # (the `all` column of the designs that hold; see bench/run.py for the figures).
 MATRIX_CELL_CAP = 300_000
 
+
+class OutputFile(click.Path):
+    """A file the command will write: its directory must exist before any work is done."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        if not Path(path).resolve().parent.is_dir():
+            self.fail(f"directory {Path(path).parent} does not exist", param, ctx)
+        return path
+
+
+OUTPUT_FILE = OutputFile()
+
 HTML_OPTION = click.option(
     "--html",
     "html_out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OUTPUT_FILE,
     default=None,
     help="Also write a self-contained HTML page with the run as a sequence diagram.",
 )
@@ -210,7 +226,7 @@ def simulate(
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option(
     "--trace-out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OUTPUT_FILE,
     default=None,
     help="Save the shortest violating trace as JSON (replay with `simulate --replay`).",
 )
@@ -351,7 +367,7 @@ def matrix(
     "--output",
     "-o",
     "out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OUTPUT_FILE,
     required=True,
     help="HTML file to write.",
 )
