@@ -69,23 +69,25 @@ class Bus:
     # -- memory ------------------------------------------------------------------------------
     def rd(self, addr: int, size: int = 4) -> int:
         value = self.plat.mem_read(self.m, addr, size, self._view(), self.log)
-        self.log.add(
-            "mem",
-            self.actor,
-            f"read{size * 8} [0x{addr:x}] -> 0x{value:x}",
-            detail=True,
-            data=("read", addr, self.owner),
-        )
+        if self.log.record:
+            self.log.add(
+                "mem",
+                self.actor,
+                f"read{size * 8} [0x{addr:x}] -> 0x{value:x}",
+                detail=True,
+                data=("read", addr, self.owner),
+            )
         return value
 
     def wr(self, addr: int, size: int, value: int) -> None:
-        self.log.add(
-            "mem",
-            self.actor,
-            f"write{size * 8} [0x{addr:x}] <- 0x{value:x}",
-            detail=True,
-            data=("write", addr, self.owner),
-        )
+        if self.log.record:
+            self.log.add(
+                "mem",
+                self.actor,
+                f"write{size * 8} [0x{addr:x}] <- 0x{value:x}",
+                detail=True,
+                data=("write", addr, self.owner),
+            )
         self.m = self.plat.mem_write(self.m, addr, size, value, self._view(), self.owner, self.log)
 
     def fill(self, addr: int, size: int, byte: int) -> None:
@@ -107,13 +109,14 @@ class Bus:
         ok = cur == expect
         if ok:
             self.m = self.plat.mem_write(self.m, addr, size, new, view, self.owner, self.log)
-        self.log.add(
-            "mem",
-            self.actor,
-            f"cmpxchg{size * 8} [0x{addr:x}] 0x{expect:x}->0x{new:x}: "
-            f"{'swapped' if ok else f'found 0x{cur:x}'}",
-            detail=True,
-        )
+        if self.log.record:
+            self.log.add(
+                "mem",
+                self.actor,
+                f"cmpxchg{size * 8} [0x{addr:x}] 0x{expect:x}->0x{new:x}: "
+                f"{'swapped' if ok else f'found 0x{cur:x}'}",
+                detail=True,
+            )
         return ok
 
     def rd_many(self, addrs: list[int], size: int) -> list[int]:
@@ -191,13 +194,14 @@ class Bus:
     def install(self, addr: int, program: str) -> None:
         """Copy a program's code to ``addr`` (its bytes get this code's provenance)."""
         prog = PROGRAMS[program]
-        self.log.add(
-            "mem",
-            self.actor,
-            f"installs {program} at 0x{addr:x}",
-            detail=True,
-            data=("write", addr, self.owner),
-        )
+        if self.log.record:
+            self.log.add(
+                "mem",
+                self.actor,
+                f"installs {program} at 0x{addr:x}",
+                detail=True,
+                data=("write", addr, self.owner),
+            )
         self.m = self.plat.mem_put(
             self.m, addr, Obj("code", program, prog.size, self.owner), self._view(), self.log
         )

@@ -276,13 +276,15 @@ class Platform:
     ) -> tuple[Machine, int]:
         acc = Access(m, src, actor, log, smm=src is not None and m.cpus[src].smm)
         acc, value = self._io_space(m).read(acc, port, size)
-        log.add("io", actor, f"in{_sfx(size)} 0x{port:04x} -> 0x{value:0{2 * size}x}", detail=True)
+        if log.record:
+            log.add("io", actor, f"in{_sfx(size)} 0x{port:04x} -> 0x{value:0{2 * size}x}", detail=True)
         return acc.m, value
 
     def io_write(
         self, m: Machine, port: int, size: int, value: int, src: int | None, actor: str, log: Log
     ) -> Machine:
-        log.add("io", actor, f"out{_sfx(size)} 0x{port:04x} <- 0x{value:0{2 * size}x}", detail=True)
+        if log.record:
+            log.add("io", actor, f"out{_sfx(size)} 0x{port:04x} <- 0x{value:0{2 * size}x}", detail=True)
         acc = Access(m, src, actor, log, smm=src is not None and m.cpus[src].smm)
         acc = self._io_space(m).write(acc, port, size, value)
         return acc.m
@@ -438,12 +440,13 @@ class Platform:
         for i in range(size):
             if reg + i < 256:
                 value |= rd(reg + i) << (8 * i)
-        acc.log.add(
-            "io",
-            acc.actor,
-            f"pci {devfn[1]:02x}.{devfn[2]} cfg[0x{reg:02x}] -> 0x{value:0{2 * size}x}",
-            detail=True,
-        )
+        if acc.log.record:
+            acc.log.add(
+                "io",
+                acc.actor,
+                f"pci {devfn[1]:02x}.{devfn[2]} cfg[0x{reg:02x}] -> 0x{value:0{2 * size}x}",
+                detail=True,
+            )
         return acc, value
 
     def _pci_data_write(self, acc: Access, off: int, size: int, value: int) -> Access:
@@ -451,12 +454,13 @@ class Platform:
         if target is None:
             return acc
         devfn, reg = target
-        acc.log.add(
-            "io",
-            acc.actor,
-            f"pci {devfn[1]:02x}.{devfn[2]} cfg[0x{reg:02x}] <- 0x{value:0{2 * size}x}",
-            detail=True,
-        )
+        if acc.log.record:
+            acc.log.add(
+                "io",
+                acc.actor,
+                f"pci {devfn[1]:02x}.{devfn[2]} cfg[0x{reg:02x}] <- 0x{value:0{2 * size}x}",
+                detail=True,
+            )
         if devfn == MCH_DEVFN:
             before = acc.m.mch
             after = mch.config_write(before, reg, size, value, self.cfg)
@@ -754,13 +758,14 @@ class Platform:
             if c.mode != ABSENT and (s != src if dest == ALL_EXCLUDING_SELF else cfg.apic_id(s) == dest)
         ]
         dname = "all-but-self" if dest == ALL_EXCLUDING_SELF else f"APIC {dest}"
-        log.add(
-            "ipi",
-            f"cpu{src}",
-            f"{DELIVERY_MODE_NAMES.get(mode, mode)} IPI -> {dname}"
-            + (f" vector 0x{vector:02x}" if mode in (DM_FIXED, DM_SIPI) else ""),
-            data=("ipi", mode, tuple(targets)),
-        )
+        if log.record:
+            log.add(
+                "ipi",
+                f"cpu{src}",
+                f"{DELIVERY_MODE_NAMES.get(mode, mode)} IPI -> {dname}"
+                + (f" vector 0x{vector:02x}" if mode in (DM_FIXED, DM_SIPI) else ""),
+                data=("ipi", mode, tuple(targets)),
+            )
         for s in targets:
             m = self.deliver(m, s, mode, vector, log)
         return m
@@ -844,12 +849,13 @@ class Platform:
         m = self.mem_put(m, base + SS_RIP, Obj("sym", ("rip", c.pc), 8, w), SMM, None)
         m = self.mem_put(m, base + SS_GPRS, Obj("sym", ("gprs", c.regs, c.frame, c.idt), 0x80, w), SMM, None)
         entry = base + SMI_HANDLER_OFFSET
-        log.add(
-            "smi",
-            f"cpu{slot}",
-            f"SMI entry: SMBASE 0x{base:x}, executes at 0x{entry:x}",
-            data=("smi", slot, base),
-        )
+        if log.record:
+            log.add(
+                "smi",
+                f"cpu{slot}",
+                f"SMI entry: SMBASE 0x{base:x}, executes at 0x{entry:x}",
+                data=("smi", slot, base),
+            )
         c = c._replace(
             smm=True, smi=False, intr=False, mode=RUNNING, pc=(entry, "entry"), regs=(), frame=None
         )
@@ -872,12 +878,13 @@ class Platform:
             else ((), None, 0)
         )
         rflags = self.mem_read(m, base + SS_RFLAGS, 8, SMM)
-        log.add(
-            "rsm",
-            f"cpu{slot}",
-            f"RSM: SMBASE 0x{base:x} -> 0x{new_base:x}",
-            data=("rsm", slot, base, new_base),
-        )
+        if log.record:
+            log.add(
+                "rsm",
+                f"cpu{slot}",
+                f"RSM: SMBASE 0x{base:x} -> 0x{new_base:x}",
+                data=("rsm", slot, base, new_base),
+            )
         c = c._replace(
             smm=False,
             smbase=new_base,
