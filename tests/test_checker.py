@@ -125,3 +125,20 @@ def test_the_first_violation_is_a_shortest_trace():
     judged = judged_properties(resolve(["os-code-at-default-smbase"]))
     out = explore(system, judged, max_states=len(res.trace) * 10_000)
     assert len(out[3]) == len(res.trace)
+
+
+def test_a_stopped_run_states_how_far_it_proved():
+    """An incomplete run claims every schedule up to its bound; the shortest attack lies beyond."""
+    violated = verdict("sdm", "all")
+    shortest = len(violated.trace)
+    setup = CheckSetup("sdm", DEFAULT, ("all",))
+    claimed = []
+    for cap in (200, 2_000, violated.states // 2):
+        res = run_check(setup, max_states=cap)
+        assert res.verdict == "incomplete"
+        assert res.bound is not None and res.bound < shortest
+        assert f"up to {res.bound} steps" in res.detail
+        assert res.to_json()["bound"] == res.bound
+        claimed.append(res.bound)
+    assert claimed == sorted(claimed) and claimed[0] < claimed[-1]
+    assert violated.bound is None

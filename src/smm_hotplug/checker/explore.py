@@ -49,6 +49,11 @@ class CheckResult:
     judged: tuple[str, ...]
     trace: list[TraceStep] = field(default_factory=list)
 
+    @property
+    def bound(self) -> int | None:
+        """For an incomplete run: every schedule of at most this many steps was checked."""
+        return self.depth if self.verdict == "incomplete" else None
+
     def to_json(self) -> dict:
         return {
             "design": self.design,
@@ -63,6 +68,7 @@ class CheckResult:
             "states": self.states,
             "transitions": self.transitions,
             "depth": self.depth,
+            "bound": self.bound,
             "seconds": round(self.seconds, 3),
             "judged": list(self.judged),
         }
@@ -127,10 +133,13 @@ def explore(
                 if not edges and system.finished(w):
                     finished.append(sid)
             if max_states is not None and len(index) > max_states:
+                # Layers 0..depth-1 are fully expanded: every schedule of up to ``depth`` steps
+                # has been checked (see CheckResult.bound).
                 return (
                     "incomplete",
                     None,
-                    f"stopped after {max_states} states",
+                    f"stopped after {max_states:,} states: no schedule of up to {depth} steps "
+                    "violates a safety property" + ("; hotplug-completes not decided" if liveness else ""),
                     [],
                     len(index),
                     transitions,

@@ -76,6 +76,8 @@ def render_matrix(results: list[CheckResult], console: Console) -> None:
             figures = f"\n{r.states:,} st, {r.seconds:.1f}s"
             if r.verdict == "violated":
                 figures += f", trace {r.depth}"
+            elif r.bound is not None:
+                figures += f", clean to {r.bound} steps"
             t.append(figures, style="dim")
             row.append(t)
         table.add_row(*row)

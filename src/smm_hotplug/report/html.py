@@ -167,6 +167,8 @@ def matrix_table(results: list[CheckResult], anchors: dict[tuple[str, str], str]
             fig = f"{r.states:,} states, {r.seconds:.2f} s" + (
                 f", trace {len(r.schedule)}" if r.schedule else ""
             )
+            if r.bound is not None:
+                fig += f", no violation within {r.bound} steps"
             tds.append(f'<td class="{escape(r.verdict)}">{verdict}{prop}<span class="fig">{fig}</span></td>')
         rows.append(f"<tr><th>{escape(col)}</th>{''.join(tds)}</tr>")
     return (
