@@ -49,9 +49,10 @@ def bench_simulator() -> str:
 def _check(label: str, scenario: Scenario, attacks: tuple[str, ...], cap: int | None) -> str:
     res = run_check(CheckSetup(SHIPPED, scenario, attacks), max_states=cap, describe=False)
     rate = res.states / res.seconds if res.seconds else 0.0
+    bound = "" if res.bound is None else f" (every schedule of up to {res.bound} steps checked)"
     return (
-        f"{label}: {res.verdict}, {res.states:,} states, {res.transitions:,} transitions, depth {res.depth}, "
-        f"{res.seconds:.1f} s = {rate:,.0f} states/s"
+        f"{label}: {res.verdict}{bound}, {res.states:,} states, {res.transitions:,} transitions, "
+        f"depth {res.depth}, {res.seconds:.1f} s = {rate:,.0f} states/s"
     )
 
 
