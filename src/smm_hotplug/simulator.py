@@ -106,7 +106,7 @@ def simulate(
             break
         moves = list(system.moves(w, record=True, detail=detail))
         if not moves:
-            outcome = "deadlock"
+            outcome = "deadlock" if schedule is None else "trace-diverged"
             break
         if schedule is None:
             mv = rng.choice(moves)

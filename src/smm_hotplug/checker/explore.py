@@ -13,8 +13,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from smm_hotplug.adversaries.base import Adversary
+from smm_hotplug.checker.cases import HARD_CASES, Predicate
 from smm_hotplug.invariants import PROPERTIES
 from smm_hotplug.world import System, World
 
@@ -38,7 +40,7 @@ class TraceStep:
 class CheckResult:
     design: str
     attacks: list[str]
-    verdict: str  # "holds" | "violated" | "incomplete"
+    verdict: str  # "holds" | "violated" | "incomplete"; a witness search: "reached" | "unreachable"
     prop: str | None
     detail: str | None
     schedule: list[tuple[str, int]]
@@ -48,6 +50,9 @@ class CheckResult:
     seconds: float
     judged: tuple[str, ...]
     trace: list[TraceStep] = field(default_factory=list)
+    # Hard cases (checker.cases) the exploration went through: steps of the shortest schedule
+    # to each, None for those it never reached.
+    cases: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def bound(self) -> int | None:
@@ -71,10 +76,22 @@ class CheckResult:
             "bound": self.bound,
             "seconds": round(self.seconds, 3),
             "judged": list(self.judged),
+            "cases": dict(self.cases),
         }
 
 
 Progress = Callable[[int, int, int], None]  # (states, transitions, depth)
+
+
+class Exploration(NamedTuple):
+    verdict: str  # "holds" | "violated" | "incomplete" | "reached" (a goal case)
+    prop: str | None
+    detail: str | None
+    schedule: list[tuple[str, int]]
+    states: int
+    transitions: int
+    depth: int
+    reached: dict[str, int]  # hard case -> steps of the shortest schedule to it
 
 
 def explore(
@@ -82,11 +99,16 @@ def explore(
     judged: tuple[str, ...],
     max_states: int | None = None,
     progress: Progress | None = None,
-) -> tuple[str, str | None, str | None, list[tuple[str, int]], int, int, int]:
-    """BFS.  Returns (verdict, property, detail, schedule, states, transitions, depth)."""
+    cases: dict[str, Predicate] | None = None,
+    goal: str | None = None,
+) -> Exploration:
+    """BFS.  ``cases``: predicates whose first (shallowest) state is recorded; reaching ``goal``,
+    one of them, ends the search with verdict "reached" and the schedule to it."""
     safety = frozenset(judged) - {"hotplug-completes"}
     liveness = "hotplug-completes" in judged
     init = system.initial()
+    pending = dict(cases or {})  # cases not reached yet
+    reached: dict[str, int] = {}
     index: dict[World, int] = {init: 0}
     parent: list[tuple[int, str, int]] = [(-1, "", 0)]
     depth_of: list[int] = [0]
@@ -105,6 +127,22 @@ def explore(
             i = p
         return out[::-1]
 
+    def visit(w: World, d: int) -> bool:
+        """Record the cases ``w`` is an instance of; True when it is the goal."""
+        for case, holds_in in list(pending.items()):
+            if holds_in(system, w):
+                reached[case] = d
+                del pending[case]
+                if case == goal:
+                    return True
+        return False
+
+    def result(verdict, prop=None, detail=None, sched=None, d=0) -> Exploration:
+        return Exploration(verdict, prop, detail, sched or [], len(index), transitions, d, reached)
+
+    if visit(init, 0):
+        return result("reached", detail=goal)
+
     while frontier:
         nxt: list[int] = []
         for sid in frontier:
@@ -118,7 +156,7 @@ def explore(
                 bad = [v for v in mv.log.violations if v.prop in safety]
                 if bad:
                     sched = [*path_to(sid), (mv.actor, mv.choice)]
-                    return "violated", bad[0].prop, bad[0].text, sched, len(index), transitions, depth + 1
+                    return result("violated", bad[0].prop, bad[0].text, sched, depth + 1)
                 if tid is None:
                     tid = len(states_list)
                     index[mv.world] = tid
@@ -126,6 +164,8 @@ def explore(
                     parent.append((sid, mv.actor, mv.choice))
                     depth_of.append(depth + 1)
                     nxt.append(tid)
+                    if pending and visit(mv.world, depth + 1):
+                        return result("reached", detail=goal, sched=path_to(tid), d=depth + 1)
                 if liveness:
                     edges.append(tid)
             if liveness:
@@ -135,15 +175,11 @@ def explore(
             if max_states is not None and len(index) > max_states:
                 # Layers 0..depth-1 are fully expanded: every schedule of up to ``depth`` steps
                 # has been checked (see CheckResult.bound).
-                return (
+                return result(
                     "incomplete",
-                    None,
-                    f"stopped after {max_states:,} states: no schedule of up to {depth} steps "
+                    detail=f"stopped after {max_states:,} states: no schedule of up to {depth} steps "
                     "violates a safety property" + ("; hotplug-completes not decided" if liveness else ""),
-                    [],
-                    len(index),
-                    transitions,
-                    depth,
+                    d=depth,
                 )
         if progress is not None:
             progress(len(index), transitions, depth)
@@ -156,16 +192,8 @@ def explore(
             w = states_list[stuck]
             kind = "deadlock" if not succ[stuck] else "livelock"
             detail = f"{kind}: from this state the scenario can never complete ({_describe_stuck(system, w)})"
-            return (
-                "violated",
-                "hotplug-completes",
-                detail,
-                path_to(stuck),
-                len(index),
-                transitions,
-                depth_of[stuck],
-            )
-    return "holds", None, None, [], len(index), transitions, depth
+            return result("violated", "hotplug-completes", detail, path_to(stuck), depth_of[stuck])
+    return result("holds", d=depth)
 
 
 def _cannot_finish(succ: list[list[int]], finished: list[int]) -> int | None:
@@ -239,13 +267,37 @@ def check(
     max_states: int | None = None,
     progress: Progress | None = None,
     describe: bool = True,
+    goal: str | None = None,
 ) -> CheckResult:
+    """Prove ``judged`` (recording the hard cases passed), or with ``goal`` — a hard case id and
+    no properties judged — find the shortest schedule to it (verdict "reached"/"unreachable")."""
     t0 = time.perf_counter()
-    verdict, prop, detail, sched, states, transitions, depth = explore(system, judged, max_states, progress)
-    seconds = time.perf_counter() - t0
-    res = CheckResult(
-        system.design.id, attacks, verdict, prop, detail, sched, states, transitions, depth, seconds, judged
+    chosen = HARD_CASES if goal is None else {goal: HARD_CASES[goal]}
+    out = explore(
+        system, judged, max_states, progress, cases={c: hc.holds_in for c, hc in chosen.items()}, goal=goal
     )
-    if verdict == "violated" and describe:
-        res.trace = replay_trace(system, sched)
+    seconds = time.perf_counter() - t0
+    verdict, detail = out.verdict, out.detail
+    if goal is not None and verdict == "reached":
+        detail = f"{goal}: {HARD_CASES[goal].summary}"
+    elif goal is not None and verdict == "holds":
+        verdict, detail = "unreachable", f"no reachable state is an instance of {goal}"
+    elif goal is not None and verdict == "incomplete":
+        detail = f"stopped after {max_states:,} states: no schedule of up to {out.depth} steps reaches {goal}"
+    res = CheckResult(
+        system.design.id,
+        attacks,
+        verdict,
+        out.prop,
+        detail,
+        out.schedule,
+        out.states,
+        out.transitions,
+        out.depth,
+        seconds,
+        judged,
+        cases={case: out.reached.get(case) for case in chosen},
+    )
+    if verdict in ("violated", "reached") and describe:
+        res.trace = replay_trace(system, out.schedule)
     return res

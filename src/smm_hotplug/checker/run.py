@@ -6,6 +6,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 
 from smm_hotplug.adversaries.catalog import ADVERSARIES, ALL, resolve
+from smm_hotplug.checker.cases import get_case
 from smm_hotplug.checker.explore import CheckResult, Progress, check, judged_properties
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.designs.catalog import DESIGNS
@@ -22,6 +23,15 @@ def run_check(
     return check(
         system, list(setup.attacks), judged, max_states=max_states, progress=progress, describe=describe
     )
+
+
+def run_witness(
+    setup: CheckSetup, case: str, max_states: int | None = None, progress: Progress | None = None
+) -> CheckResult:
+    """The shortest schedule from power-on to a state that is an instance of hard case ``case``."""
+    get_case(case)
+    system = setup.system()
+    return check(system, list(setup.attacks), (), max_states=max_states, progress=progress, goal=case)
 
 
 def matrix_columns() -> list[str]:

@@ -118,6 +118,15 @@ def properties() -> None:
         click.echo(f"{pid:22} {text}")
 
 
+@cli.command()
+def cases() -> None:
+    """List the hard-case ids (situations a check reports it went through; see `witness`)."""
+    from smm_hotplug.checker.cases import HARD_CASES
+
+    for cid, case in HARD_CASES.items():
+        click.echo(f"{cid:26} {case.summary}")
+
+
 # Cells of the matrix beyond this many states are reported as incomplete rather than run for hours
 # (the `all` column of the designs that hold; see bench/run.py for the figures).
 MATRIX_CELL_CAP = 300_000
@@ -184,6 +193,12 @@ def simulate(
     if replay is not None:
         setup, schedule = load(replay)
         res = run(setup.system(), detail=verbose, schedule=schedule)
+        if res.outcome == "trace-diverged":
+            actor, choice = schedule[len(res.steps)]
+            raise UsageError(
+                f"trace file {replay} does not fit this model: step {len(res.steps)} ({actor}/{choice}) "
+                "is not possible from the state the steps before it reach"
+            )
     else:
         setup = _setup(design, (), Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
         res = run(setup.system(), seed=seed, detail=verbose)
@@ -283,6 +298,62 @@ def check(
                 f"trace saved to {trace_out}; replay it with: smm-hotplug simulate --replay {trace_out}"
             )
     sys.exit({"holds": EXIT_OK, "violated": EXIT_VIOLATED}.get(res.verdict, EXIT_USAGE))
+
+
+# -- witness ----------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("case")
+@scenario_options
+@design_options
+@click.option("--attack", "attack_ids", multiple=True, metavar="ID", help="Adversary id (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option(
+    "--trace-out",
+    type=OUTPUT_FILE,
+    default=None,
+    help="Save the schedule as JSON (replay with `simulate --replay [--html FILE]`).",
+)
+@click.option("--max-states", type=int, default=None, help="Give up (exit 2) beyond this many states.")
+def witness(
+    case: str,
+    boot_cpus: int,
+    max_cpus: int,
+    plug: int,
+    unplug: int,
+    design: str,
+    attack_ids: tuple[str, ...],
+    as_json: bool,
+    trace_out: Path | None,
+    max_states: int | None,
+    **opts: Any,
+) -> None:
+    """Shortest schedule from power-on into hard case CASE (see `smm-hotplug cases`).
+
+    Exits 0 with the schedule, 1 when no reachable state is an instance of CASE, 2 on bad input
+    or when --max-states stops the search first."""
+    from smm_hotplug.checker.cases import get_case
+    from smm_hotplug.checker.run import run_witness
+    from smm_hotplug.checker.traces import save
+    from smm_hotplug.report.checks import render_check
+
+    get_case(case)
+    setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
+    if max_states is not None and max_states < 1:
+        raise UsageError("--max-states must be positive")
+    res = _with_progress(lambda progress: run_witness(setup, case, max_states, progress), as_json)
+    doc = res.to_json()
+    if trace_out is not None and res.verdict == "reached":
+        save(trace_out, setup, doc)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        console = Console(highlight=False)
+        render_check(res, console)
+        if trace_out is not None and res.verdict == "reached":
+            console.print(
+                f"schedule saved to {trace_out}; replay it with: smm-hotplug simulate --replay {trace_out}"
+            )
+    sys.exit({"reached": EXIT_OK, "unreachable": EXIT_VIOLATED}.get(res.verdict, EXIT_USAGE))
 
 
 def _with_progress(job: Callable[[Any], Any], quiet: bool) -> Any:

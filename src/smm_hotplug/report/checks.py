@@ -8,14 +8,21 @@ from rich.text import Text
 
 from smm_hotplug.checker.explore import CheckResult
 
-VERDICT_STYLE = {"holds": "bold green", "violated": "bold red", "incomplete": "bold yellow"}
+VERDICT_STYLE = {
+    "holds": "bold green",
+    "violated": "bold red",
+    "incomplete": "bold yellow",
+    "reached": "bold green",
+    "unreachable": "bold yellow",
+}
 BOOT_MARK = "OS: ACPI enabled"
 
 
 def render_check(res: CheckResult, console: Console) -> None:
     attacks = ", ".join(res.attacks) or "none (benign)"
     console.print(Text(f"design {res.design}, attacks: {attacks}", style="bold"))
-    console.print(Text(f"properties judged: {', '.join(res.judged)}", style="dim"))
+    if res.judged:
+        console.print(Text(f"properties judged: {', '.join(res.judged)}", style="dim"))
     verdict = Text(res.verdict.upper(), style=VERDICT_STYLE.get(res.verdict, ""))
     if res.prop:
         verdict.append(f"  {res.prop}", style="bold")
@@ -25,12 +32,33 @@ def render_check(res: CheckResult, console: Console) -> None:
     console.print(
         f"  {res.states:,} states, {res.transitions:,} transitions, depth {res.depth}, {res.seconds:.2f} s"
     )
+    render_cases(res, console)
     if res.trace:
         render_trace(res, console)
 
 
+def render_cases(res: CheckResult, console: Console) -> None:
+    """Which hard cases the exploration went through (see checker.cases)."""
+    if not res.cases:
+        return
+    seen = [f"{case} ({steps} steps)" for case, steps in res.cases.items() if steps is not None]
+    unseen = [case for case, steps in res.cases.items() if steps is None]
+    line = Text("  hard cases reached: ", style="dim")
+    line.append(", ".join(seen) or "none")
+    if unseen:
+        why = {
+            "holds": "unreachable here",
+            "unreachable": "unreachable here",
+            "violated": "not reached before the violation",
+        }
+        line.append(f"; {why.get(res.verdict, 'not reached so far')}: ", style="dim")
+        line.append(", ".join(unseen))
+    console.print(line)
+
+
 def render_trace(res: CheckResult, console: Console) -> None:
-    console.print(Text(f"shortest trace ({len(res.trace)} steps):", style="bold"))
+    what = "shortest schedule to it" if res.verdict == "reached" else "shortest trace"
+    console.print(Text(f"{what} ({len(res.trace)} steps):", style="bold"))
     boot_end = next((i for i, t in enumerate(res.trace) if BOOT_MARK in t.text), None)
     start = 0
     if boot_end is not None and boot_end > 3:
@@ -46,7 +74,7 @@ def render_trace(res: CheckResult, console: Console) -> None:
         t = res.trace[i]
         style = (
             "bold red"
-            if i == last and res.prop != "hotplug-completes"
+            if i == last and res.verdict == "violated" and res.prop != "hotplug-completes"
             else ("red" if t.actor.startswith("adv") else "")
         )
         line = Text(f"  {i:4d} ", style="dim")

@@ -1,0 +1,137 @@
+"""The checker's command line as a user runs it: catalogues, check, witness, matrix, trace files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli as run
+
+from smm_hotplug.adversaries.catalog import ADVERSARIES
+from smm_hotplug.checker.cases import HARD_CASES
+from smm_hotplug.checker.traces import FORMAT
+from smm_hotplug.designs.catalog import DESIGNS
+from smm_hotplug.invariants import PROPERTIES
+
+SMALL = ["--boot-cpus", "1", "--max-cpus", "2", "--plug", "1", "--unplug", "0"]
+
+
+@pytest.mark.parametrize(
+    "command,ids",
+    [
+        ("designs", list(DESIGNS)),
+        ("attacks", [*ADVERSARIES, "all"]),
+        ("properties", list(PROPERTIES)),
+        ("cases", list(HARD_CASES)),
+    ],
+)
+def test_catalogues_list_every_id_with_a_description(command, ids):
+    out = run(command)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ids
+    assert all(len(line.split()) > 3 for line in lines)
+
+
+def test_check_proves_the_shipped_design_and_names_the_hard_cases_it_went_through():
+    out = run("check", "--attack", "concurrent-plug")
+    assert out.returncode == 0, out.stderr
+    assert "HOLDS" in out.stdout
+    assert "plug-after-broadcast (78 steps)" in out.stdout.replace("\n", " ")
+
+
+def test_check_json_and_trace_file_replay_the_shortest_attack(tmp_path):
+    trace = tmp_path / "attack.json"
+    attack = "os-code-at-default-smbase"
+    out = run("check", "--design", "sdm", "--attack", attack, "--json", "--trace-out", str(trace))
+    assert out.returncode == 1, out.stderr
+    doc = json.loads(out.stdout)
+    keys = {"design", "attacks", "verdict", "property", "trace", "states", "transitions", "seconds"}
+    assert keys <= set(doc)
+    assert (doc["design"], doc["attacks"], doc["verdict"]) == ("sdm", [attack], "violated")
+    assert doc["property"] == "smm-code-integrity" and doc["bound"] is None
+    assert all({"actor", "description"} <= set(step) for step in doc["trace"])
+    assert doc["cases"]["plug-before-broadcast"] is not None
+
+    replay = run("simulate", "--replay", str(trace), "--json")
+    assert replay.returncode == 1
+    sim = json.loads(replay.stdout)
+    assert len(sim["timeline"]) >= len(doc["trace"]) or sim["steps"] == len(doc["trace"])
+    assert "smm-code-integrity" in replay.stdout and "os.payload" in replay.stdout
+
+
+def test_witness_prints_saves_and_replays_the_shortest_schedule_into_a_hard_case(tmp_path):
+    trace = tmp_path / "gate.json"
+    out = run("witness", "started-cpu-at-gate", "--attack", "os-early-init-sipi", "--trace-out", str(trace))
+    assert out.returncode == 0, out.stderr
+    assert "REACHED" in out.stdout and "waits at the closed gate" in out.stdout
+    saved = json.loads(trace.read_text())
+    assert saved["verdict"] == "reached" and saved["schedule"][-1][0] == "cpu2"
+    replay = run("simulate", "--replay", str(trace))
+    assert "SMI entry: SMBASE 0x30000" in replay.stdout
+
+    benign = run("witness", "started-cpu-at-gate")
+    assert benign.returncode == 1 and "UNREACHABLE" in benign.stdout
+    stopped = run("witness", "burst-after-scan", "--attack", "concurrent-plug", "--max-states", "50")
+    assert stopped.returncode == 2 and "INCOMPLETE" in stopped.stdout
+
+
+def test_matrix_json_has_every_design_against_every_column():
+    out = run("matrix", *SMALL, "--json", "--max-states", "3000", "--workers", "2")
+    assert out.returncode == 0, out.stderr
+    cells = json.loads(out.stdout)
+    assert len(cells) == len(DESIGNS) * (len(ADVERSARIES) + 2)
+    by = {(c["design"], tuple(c["attacks"])): c for c in cells}
+    sdm = by[("sdm", ("os-code-at-default-smbase",))]
+    assert (sdm["verdict"], sdm["property"]) == ("violated", "smm-code-integrity")
+    assert by[("smram-default-smbase", ())]["verdict"] == "holds"
+    assert all(c["verdict"] in ("holds", "violated", "incomplete") for c in cells)
+    assert all(c["bound"] is not None for c in cells if c["verdict"] == "incomplete")
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["check", "--design", "nonsense"], "unknown design 'nonsense'"),
+        (["check", "--attack", "nonsense"], "unknown attack 'nonsense'"),
+        (["check", "--plug", "5"], "cannot plug 5 CPUs"),
+        (["check", "--boot-cpus", "3", "--max-cpus", "2"], "smaller than --boot-cpus"),
+        (["check", "--max-states", "0"], "--max-states must be positive"),
+        (["check", "--trace-out", "/nonexistent/dir/t.json"], "does not exist"),
+        (["matrix", "--workers", "0"], "--workers must be positive"),
+        (["matrix", "--unplug", "7"], "cannot remove 7 CPUs"),
+        (["witness", "nonsense"], "unknown hard case 'nonsense'"),
+        (["witness", "burst-after-scan", "--design", "nonsense"], "unknown design"),
+        (["simulate", "--replay", "/nonexistent/trace.json"], "no such file"),
+        (["simulate", "--replay", "NOTJSON"], "is not JSON"),
+        (["simulate", "--replay", "WRONGDOC"], "is malformed"),
+        (["simulate", "--replay", "BADSTEP"], "does not fit this model: step 0 (mgmt/0)"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
+    files = {
+        "NOTJSON": _write(tmp_path / "a.json", "{not json"),
+        "WRONGDOC": _write(tmp_path / "b.json", json.dumps({"format": FORMAT, "design": "sdm"})),
+        "BADSTEP": _write(
+            tmp_path / "c.json",
+            json.dumps(
+                {
+                    "format": FORMAT,
+                    "design": "sdm",
+                    "scenario": {"boot_cpus": 2, "max_cpus": 4, "plug": 2, "unplug": 1},
+                    "attacks": [],
+                    "schedule": [["mgmt", 0]],
+                }
+            ),
+        ),
+    }
+    out = run(*[files.get(a, a) for a in args])
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
