@@ -24,7 +24,22 @@ from typing import NamedTuple
 PAGE_SHIFT = 8
 PAGE = 1 << PAGE_SHIFT
 _ZERO = bytes(PAGE)
-_NOBODY: tuple[str | None, ...] = (None,) * PAGE
+_NOBODY = bytes(PAGE)  # writer code 0: never written
+
+# Writers are kept one byte per RAM byte, as small codes (a page copy is then two 256-byte
+# strings, not a tuple of 256 references); code 0 is "nobody".
+_WRITER_CODES: dict[str, int] = {}
+_WRITERS: list[str | None] = [None]
+
+
+def _code(writer: str) -> int:
+    code = _WRITER_CODES.get(writer)
+    if code is None:
+        if len(_WRITERS) > 255:
+            raise ValueError("more than 255 distinct writers")
+        code = _WRITER_CODES[writer] = len(_WRITERS)
+        _WRITERS.append(writer)
+    return code
 
 
 class Obj(NamedTuple):
@@ -38,7 +53,7 @@ class Obj(NamedTuple):
 
 class Page(NamedTuple):
     data: bytes
-    writers: tuple[str | None, ...]
+    writers: bytes  # writer code of every byte (see _code)
 
 
 class Memory:
@@ -95,8 +110,8 @@ class Memory:
         page = self._pages.get(addr >> PAGE_SHIFT)
         if page is not None:
             w = page.writers[addr & (PAGE - 1)]
-            if w is not None:
-                return w
+            if w:
+                return _WRITERS[w]
         obj = self.object_covering(addr)
         return obj.writer if obj is not None else None
 
@@ -120,6 +135,7 @@ class Memory:
 
     def _store(self, addr: int, blob: bytes, writer: str) -> Memory:
         pages = dict(self._pages)
+        code = _code(writer)
         h = self._hash
         a = addr
         end = addr + len(blob)
@@ -131,10 +147,10 @@ class Memory:
             n = min(PAGE - off, end - a)
             old = pages.get(pno)
             data = bytearray(old.data if old is not None else _ZERO)
-            writers = list(old.writers if old is not None else _NOBODY)
+            writers = bytearray(old.writers if old is not None else _NOBODY)
             data[off : off + n] = blob[pos : pos + n]
-            writers[off : off + n] = [writer] * n
-            new = Page(bytes(data), tuple(writers))
+            writers[off : off + n] = bytes((code,)) * n
+            new = Page(bytes(data), bytes(writers))
             if new != old:
                 if old is not None:
                     h ^= hash((pno, old))
@@ -166,11 +182,11 @@ class Memory:
             if lo == 0 and hi == PAGE:
                 continue
             data = bytearray(old.data)
-            writers = list(old.writers)
+            writers = bytearray(old.writers)
             data[lo:hi] = bytes(hi - lo)
-            writers[lo:hi] = [None] * (hi - lo)
-            if writers.count(None) != PAGE:
-                new = Page(bytes(data), tuple(writers))
+            writers[lo:hi] = bytes(hi - lo)
+            if writers.count(0) != PAGE:
+                new = Page(bytes(data), bytes(writers))
                 pages[pno] = new
                 h ^= hash((pno, new))
         return Memory(pages, objs, h)
@@ -188,17 +204,17 @@ class Memory:
             if old is not None:
                 lo = max(addr, a) - a
                 hi = min(end, a + PAGE) - a
-                if old.writers[lo:hi].count(None) != hi - lo:
+                if old.writers[lo:hi].count(0) != hi - lo:
                     if not copied:
                         pages = dict(pages)
                         copied = True
                     data = bytearray(old.data)
-                    writers = list(old.writers)
+                    writers = bytearray(old.writers)
                     data[lo:hi] = bytes(hi - lo)
-                    writers[lo:hi] = [None] * (hi - lo)
+                    writers[lo:hi] = bytes(hi - lo)
                     h ^= hash((pno, old))
-                    if writers.count(None) != PAGE:
-                        new = Page(bytes(data), tuple(writers))
+                    if writers.count(0) != PAGE:
+                        new = Page(bytes(data), bytes(writers))
                         pages[pno] = new
                         h ^= hash((pno, new))
                     else:
