@@ -112,6 +112,7 @@ def test_simulate_and_check_write_one_run_each(tmp_path: Path):
     assert res.returncode == 0
     page = outline(chk)
     assert page.svgs == [] and page.cells == ["holds"]
+    assert "Hard cases reached: plug-before-broadcast (" in chk.read_text()
 
 
 def test_report_rejects_unknown_ids_and_bad_limits(tmp_path: Path):

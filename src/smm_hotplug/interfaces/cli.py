@@ -283,7 +283,9 @@ def check(
         html_out.write_text(
             page(
                 f"smm-hotplug check — {res.design}",
-                f"Properties judged: {', '.join(res.judged)}.",
+                f"Properties judged: {', '.join(res.judged)}. Hard cases reached: "
+                + (", ".join(f"{c} ({n} steps)" for c, n in res.cases.items() if n is not None) or "none")
+                + ".",
                 sections,
                 matrix_table([res_for_table], {(res.design, column): "trace"}),
             )
