@@ -112,7 +112,10 @@ def test_simulate_and_check_write_one_run_each(tmp_path: Path):
     assert res.returncode == 0
     page = outline(chk)
     assert page.svgs == [] and page.cells == ["holds"]
-    assert "Hard cases reached: plug-before-broadcast (" in chk.read_text()
+    html = chk.read_text()
+    assert "Hard cases reached: plug-before-broadcast (" in html
+    assert 'title="hard cases reached: plug-before-broadcast">1/5 hard cases' in html
+    assert 'href="#trace"' not in html  # a proof has no trace section to link to
 
 
 def test_report_rejects_unknown_ids_and_bad_limits(tmp_path: Path):

@@ -287,7 +287,7 @@ def check(
                 + (", ".join(f"{c} ({n} steps)" for c, n in res.cases.items() if n is not None) or "none")
                 + ".",
                 sections,
-                matrix_table([res_for_table], {(res.design, column): "trace"}),
+                matrix_table([res_for_table], {(res.design, column): "trace"} if sections else {}),
             )
         )
     if as_json:

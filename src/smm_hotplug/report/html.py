@@ -169,7 +169,16 @@ def matrix_table(results: list[CheckResult], anchors: dict[tuple[str, str], str]
             )
             if r.bound is not None:
                 fig += f", no violation within {r.bound} steps"
-            tds.append(f'<td class="{escape(r.verdict)}">{verdict}{prop}<span class="fig">{fig}</span></td>')
+            reached = [c for c, n in r.cases.items() if n is not None]
+            cases = (
+                f'<span class="fig" title="hard cases reached: {escape(", ".join(reached) or "none")}">'
+                f"{len(reached)}/{len(r.cases)} hard cases</span>"
+                if r.cases
+                else ""
+            )
+            tds.append(
+                f'<td class="{escape(r.verdict)}">{verdict}{prop}<span class="fig">{fig}</span>{cases}</td>'
+            )
         rows.append(f"<tr><th>{escape(col)}</th>{''.join(tds)}</tr>")
     return (
         f'<table class="matrix" id="matrix"><tr><th>adversary \\ design</th>{head}</tr>'
