@@ -167,7 +167,7 @@ HTML_OPTION = click.option(
     type=str,
     default=None,
     metavar="FILE",
-    help="Replay a trace saved by `check --trace-out` step by step (its setup wins).",
+    help="Replay a schedule saved by `check` or `witness --trace-out` step by step (its setup wins).",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Also show every register and memory access.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the timeline.")
@@ -262,19 +262,19 @@ def check(
     html_out: Path | None,
     **opts: Any,
 ) -> None:
-    """Explore every interleaving: prove every property or print the shortest violating trace."""
+    """Explore every interleaving: prove every property or print the shortest violating trace
+    (and name the hard cases the exploration went through, see `smm-hotplug cases`)."""
     from smm_hotplug.checker.run import NONE, run_check
     from smm_hotplug.checker.traces import save
-    from smm_hotplug.report.checks import render_check
 
     setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
-    if max_states is not None and max_states < 1:
-        raise UsageError("--max-states must be positive")
+    _check_limits(max_states)
     res = _with_progress(lambda progress: run_check(setup, max_states=max_states, progress=progress), as_json)
     doc = res.to_json()
     if trace_out is not None and res.verdict == "violated":
         save(trace_out, setup, doc)
     if html_out is not None:
+        from smm_hotplug.report.checks import cases_reached
         from smm_hotplug.report.html import matrix_table, page, trace_section
 
         column = "+".join(res.attacks) or NONE  # the table's one column
@@ -283,23 +283,13 @@ def check(
         html_out.write_text(
             page(
                 f"smm-hotplug check — {res.design}",
-                f"Properties judged: {', '.join(res.judged)}. Hard cases reached: "
-                + (", ".join(f"{c} ({n} steps)" for c, n in res.cases.items() if n is not None) or "none")
-                + ".",
+                f"Properties judged: {', '.join(res.judged)}. "
+                f"Hard cases reached: {', '.join(cases_reached(res)) or 'none'}.",
                 sections,
                 matrix_table([res_for_table], {(res.design, column): "trace"} if sections else {}),
             )
         )
-    if as_json:
-        click.echo(json.dumps(doc, indent=2))
-    else:
-        console = Console(highlight=False)
-        render_check(res, console)
-        if trace_out is not None and res.verdict == "violated":
-            console.print(
-                f"trace saved to {trace_out}; replay it with: smm-hotplug simulate --replay {trace_out}"
-            )
-    sys.exit({"holds": EXIT_OK, "violated": EXIT_VIOLATED}.get(res.verdict, EXIT_USAGE))
+    _print_and_exit(res, doc, as_json, trace_out, {"holds": EXIT_OK, "violated": EXIT_VIOLATED})
 
 
 # -- witness ----------------------------------------------------------------------------------------
@@ -336,26 +326,34 @@ def witness(
     from smm_hotplug.checker.cases import get_case
     from smm_hotplug.checker.run import run_witness
     from smm_hotplug.checker.traces import save
-    from smm_hotplug.report.checks import render_check
 
     get_case(case)
     setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
-    if max_states is not None and max_states < 1:
-        raise UsageError("--max-states must be positive")
+    _check_limits(max_states)
     res = _with_progress(lambda progress: run_witness(setup, case, max_states, progress), as_json)
     doc = res.to_json()
     if trace_out is not None and res.verdict == "reached":
         save(trace_out, setup, doc)
+    _print_and_exit(res, doc, as_json, trace_out, {"reached": EXIT_OK, "unreachable": EXIT_VIOLATED})
+
+
+def _print_and_exit(
+    res: Any, doc: dict, as_json: bool, trace_out: Path | None, exits: dict[str, int]
+) -> None:
+    """Print a check or witness (JSON or text), say where its schedule went, exit by verdict
+    (anything not in ``exits``, i.e. incomplete, is 2)."""
+    from smm_hotplug.report.checks import render_check
+
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
         console = Console(highlight=False)
         render_check(res, console)
-        if trace_out is not None and res.verdict == "reached":
+        if trace_out is not None and res.schedule:
             console.print(
                 f"schedule saved to {trace_out}; replay it with: smm-hotplug simulate --replay {trace_out}"
             )
-    sys.exit({"reached": EXIT_OK, "unreachable": EXIT_VIOLATED}.get(res.verdict, EXIT_USAGE))
+    sys.exit(exits.get(res.verdict, EXIT_USAGE))
 
 
 def _with_progress(job: Callable[[Any], Any], quiet: bool) -> Any:
@@ -392,8 +390,8 @@ def matrix_limits(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _check_limits(max_states: int, workers: int | None) -> None:
-    if max_states < 1:
+def _check_limits(max_states: int | None, workers: int | None = None) -> None:
+    if max_states is not None and max_states < 1:
         raise UsageError("--max-states must be positive")
     if workers is not None and workers < 1:
         raise UsageError("--workers must be positive")

@@ -37,11 +37,16 @@ def render_check(res: CheckResult, console: Console) -> None:
         render_trace(res, console)
 
 
+def cases_reached(res: CheckResult) -> list[str]:
+    """ "case (N steps)" for every hard case the check reached."""
+    return [f"{case} ({steps} steps)" for case, steps in res.cases.items() if steps is not None]
+
+
 def render_cases(res: CheckResult, console: Console) -> None:
     """Which hard cases the exploration went through (see checker.cases)."""
     if not res.cases:
         return
-    seen = [f"{case} ({steps} steps)" for case, steps in res.cases.items() if steps is not None]
+    seen = cases_reached(res)
     unseen = [case for case, steps in res.cases.items() if steps is None]
     line = Text("  hard cases reached: ", style="dim")
     line.append(", ".join(seen) or "none")
