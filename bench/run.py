@@ -20,6 +20,7 @@ from functools import partial
 
 import click
 
+from smm_hotplug.checker.limits import Limits
 from smm_hotplug.checker.run import run_check, run_matrix
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.designs.catalog import DEFAULT_DESIGN, DESIGNS
@@ -48,7 +49,7 @@ def bench_simulator() -> str:
 
 
 def _check(label: str, scenario: Scenario, attacks: tuple[str, ...], cap: int | None) -> str:
-    res = run_check(CheckSetup(SHIPPED, scenario, attacks), max_states=cap, describe=False)
+    res = run_check(CheckSetup(SHIPPED, scenario, attacks), limits=Limits(states=cap), describe=False)
     rate = res.states / res.seconds if res.seconds else 0.0
     bound = "" if res.bound is None else f" (every schedule of up to {res.bound} steps checked)"
     return (
@@ -84,7 +85,7 @@ def bench_default_all(cap: int) -> str:
 
 def bench_matrix(cap: int | None) -> str:
     t0 = time.perf_counter()
-    results = run_matrix(Scenario(), max_states=cap)
+    results = run_matrix(Scenario(), limits=Limits(states=cap))
     dt = time.perf_counter() - t0
     verdicts = {v: sum(r.verdict == v for r in results) for v in ("holds", "violated", "incomplete")}
     slowest = max(results, key=lambda r: r.seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from smm_hotplug.checker.limits import Limits
 from smm_hotplug.checker.run import run_check
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.world import Scenario
@@ -13,7 +14,7 @@ DEFAULT = Scenario()
 
 
 def verdict(design, *attacks, scenario=DEFAULT, **opts):
-    res = run_check(CheckSetup(design, scenario, tuple(attacks), **opts), max_states=400_000)
+    res = run_check(CheckSetup(design, scenario, tuple(attacks), **opts), limits=Limits(states=400_000))
     assert res.verdict != "incomplete"
     return res
 
@@ -123,7 +124,7 @@ def test_the_first_violation_is_a_shortest_trace():
     setup = CheckSetup("sdm", DEFAULT, ("os-code-at-default-smbase",))
     system = setup.system()
     judged = judged_properties(resolve(["os-code-at-default-smbase"]))
-    out = explore(system, judged, max_states=len(res.trace) * 10_000)
+    out = explore(system, judged, Limits(states=len(res.trace) * 10_000))
     assert len(out[3]) == len(res.trace)
 
 
@@ -134,7 +135,7 @@ def test_a_stopped_run_states_how_far_it_proved():
     setup = CheckSetup("sdm", DEFAULT, ("all",))
     claimed = []
     for cap in (200, 2_000, violated.states // 2):
-        res = run_check(setup, max_states=cap)
+        res = run_check(setup, limits=Limits(states=cap))
         assert res.verdict == "incomplete"
         assert res.bound is not None and res.bound < shortest
         assert f"up to {res.bound} steps" in res.detail
@@ -142,6 +143,25 @@ def test_a_stopped_run_states_how_far_it_proved():
         claimed.append(res.bound)
     assert claimed == sorted(claimed) and claimed[0] < claimed[-1]
     assert violated.bound is None
+
+
+def test_a_limit_or_an_interrupt_stops_the_search_as_a_bounded_proof():
+    from smm_hotplug.adversaries.catalog import resolve
+    from smm_hotplug.checker.explore import explore, judged_properties
+
+    setup = CheckSetup("smram-default-smbase", DEFAULT, ("all",))
+    system, judged = setup.system(), judged_properties(resolve(["all"]))
+    out = explore(system, judged, Limits(memory_mib=1))
+    assert (out.verdict, out.stopped) == ("incomplete", "at 1 MiB of memory")
+    assert 2048 <= out.states < 4096  # memory is looked at every 2,048 states
+
+    def interrupt(states, transitions, depth):
+        if depth == 5:
+            raise KeyboardInterrupt
+
+    out = explore(system, judged, progress=interrupt)
+    assert (out.verdict, out.stopped, out.depth) == ("incomplete", "when interrupted (Ctrl-C)", 5)
+    assert "no schedule of up to 5 steps violates a safety property" in out.detail
 
 
 # -- the hard cases: the proofs above go through them ----------------------------------------------

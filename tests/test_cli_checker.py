@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import run_cli as run
@@ -76,6 +80,35 @@ def test_witness_prints_saves_and_replays_the_shortest_schedule_into_a_hard_case
     assert stopped.returncode == 2 and "INCOMPLETE" in stopped.stdout
 
 
+BIG = ["--boot-cpus", "4", "--max-cpus", "8", "--plug", "4", "--attack", "all"]
+
+
+def test_a_memory_or_time_limit_ends_a_check_with_its_bound_not_a_crash():
+    out = run("check", *BIG, "--max-memory", "1")
+    assert out.returncode == 2, out.stderr
+    assert "INCOMPLETE" in out.stdout and "stopped at 1 MiB of memory" in out.stdout
+    assert "no schedule of up to" in out.stdout and not out.stderr
+    timed = run("check", *BIG, "--max-seconds", "0.5", "--json")
+    assert timed.returncode == 2
+    doc = json.loads(timed.stdout)
+    assert doc["verdict"] == "incomplete" and "stopped after 0.5 s" in doc["detail"]
+    assert doc["bound"] == doc["depth"] > 0
+
+
+def test_ctrl_c_ends_a_check_with_its_bound():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smm_hotplug.interfaces.cli", "check", *BIG],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)  # well into the search (it would run for hours)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "INCOMPLETE" in stdout and "stopped when interrupted (Ctrl-C)" in stdout
+
+
 def test_matrix_json_has_every_design_against_every_column():
     out = run("matrix", *SMALL, "--json", "--max-states", "3000", "--workers", "2")
     assert out.returncode == 0, out.stderr
@@ -102,6 +135,9 @@ def _write(path, text):
         (["check", "--plug", "5"], "cannot plug 5 CPUs"),
         (["check", "--boot-cpus", "3", "--max-cpus", "2"], "smaller than --boot-cpus"),
         (["check", "--max-states", "0"], "--max-states must be positive"),
+        (["check", "--max-seconds", "0"], "--max-seconds must be positive"),
+        (["witness", "burst-after-scan", "--max-memory", "-5"], "--max-memory must be positive"),
+        (["matrix", "--max-seconds", "-1"], "--max-seconds must be positive"),
         (["check", "--trace-out", "/nonexistent/dir/t.json"], "does not exist"),
         (["matrix", "--workers", "0"], "--workers must be positive"),
         (["matrix", "--unplug", "7"], "cannot remove 7 CPUs"),

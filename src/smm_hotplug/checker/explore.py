@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from smm_hotplug.adversaries.base import Adversary
 from smm_hotplug.checker.cases import HARD_CASES, Predicate
+from smm_hotplug.checker.limits import Limits, Watch
 from smm_hotplug.invariants import PROPERTIES
 from smm_hotplug.world import System, World
 
@@ -92,18 +93,21 @@ class Exploration(NamedTuple):
     transitions: int
     depth: int
     reached: dict[str, int]  # hard case -> steps of the shortest schedule to it
+    stopped: str | None = None  # incomplete: which limit stopped it ("after 1,000 states")
 
 
 def explore(
     system: System,
     judged: tuple[str, ...],
-    max_states: int | None = None,
+    limits: Limits | None = None,
     progress: Progress | None = None,
     cases: dict[str, Predicate] | None = None,
     goal: str | None = None,
 ) -> Exploration:
     """BFS.  ``cases``: predicates whose first (shallowest) state is recorded; reaching ``goal``,
-    one of them, ends the search with verdict "reached" and the schedule to it."""
+    one of them, ends the search with verdict "reached" and the schedule to it.  A limit (or
+    Ctrl-C) ends it with verdict "incomplete"."""
+    watch = Watch(limits)
     safety = frozenset(judged) - {"hotplug-completes"}
     liveness = "hotplug-completes" in judged
     init = system.initial()
@@ -137,62 +141,66 @@ def explore(
                     return True
         return False
 
-    def result(verdict, prop=None, detail=None, sched=None, d=0) -> Exploration:
-        return Exploration(verdict, prop, detail, sched or [], len(index), transitions, d, reached)
+    def result(verdict, prop=None, detail=None, sched=None, d=0, stopped=None) -> Exploration:
+        return Exploration(verdict, prop, detail, sched or [], len(index), transitions, d, reached, stopped)
+
+    def incomplete(why: str) -> Exploration:
+        # Layers 0..depth-1 are fully expanded: every schedule of up to ``depth`` steps has
+        # been checked (see CheckResult.bound).
+        detail = f"stopped {why}: no schedule of up to {depth} steps violates a safety property"
+        if liveness:
+            detail += "; hotplug-completes not decided"
+        return result("incomplete", detail=detail, d=depth, stopped=why)
 
     if visit(init, 0):
         return result("reached", detail=goal)
 
-    while frontier:
-        nxt: list[int] = []
-        for sid in frontier:
-            w = states_list[sid]
-            edges: list[int] = []
-            for mv in system.moves(w):
-                transitions += 1
-                tid = index.get(mv.world)
-                if tid is None:
-                    system.check(mv.world, mv.log)  # state invariants: once per state
-                bad = [v for v in mv.log.violations if v.prop in safety]
-                if bad:
-                    sched = [*path_to(sid), (mv.actor, mv.choice)]
-                    return result("violated", bad[0].prop, bad[0].text, sched, depth + 1)
-                if tid is None:
-                    tid = len(states_list)
-                    index[mv.world] = tid
-                    states_list.append(mv.world)
-                    parent.append((sid, mv.actor, mv.choice))
-                    depth_of.append(depth + 1)
-                    nxt.append(tid)
-                    if pending and visit(mv.world, depth + 1):
-                        return result("reached", detail=goal, sched=path_to(tid), d=depth + 1)
+    try:
+        while frontier:
+            nxt: list[int] = []
+            for sid in frontier:
+                w = states_list[sid]
+                edges: list[int] = []
+                for mv in system.moves(w):
+                    transitions += 1
+                    tid = index.get(mv.world)
+                    if tid is None:
+                        system.check(mv.world, mv.log)  # state invariants: once per state
+                    bad = [v for v in mv.log.violations if v.prop in safety]
+                    if bad:
+                        sched = [*path_to(sid), (mv.actor, mv.choice)]
+                        return result("violated", bad[0].prop, bad[0].text, sched, depth + 1)
+                    if tid is None:
+                        tid = len(states_list)
+                        index[mv.world] = tid
+                        states_list.append(mv.world)
+                        parent.append((sid, mv.actor, mv.choice))
+                        depth_of.append(depth + 1)
+                        nxt.append(tid)
+                        if pending and visit(mv.world, depth + 1):
+                            return result("reached", detail=goal, sched=path_to(tid), d=depth + 1)
+                    if liveness:
+                        edges.append(tid)
                 if liveness:
-                    edges.append(tid)
-            if liveness:
-                succ.append(edges)
-                if not edges and system.finished(w):
-                    finished.append(sid)
-            if max_states is not None and len(index) > max_states:
-                # Layers 0..depth-1 are fully expanded: every schedule of up to ``depth`` steps
-                # has been checked (see CheckResult.bound).
-                return result(
-                    "incomplete",
-                    detail=f"stopped after {max_states:,} states: no schedule of up to {depth} steps "
-                    "violates a safety property" + ("; hotplug-completes not decided" if liveness else ""),
-                    d=depth,
-                )
-        if progress is not None:
-            progress(len(index), transitions, depth)
-        frontier = nxt
-        depth += 1
-        # ids are assigned in BFS order, so succ[] stays aligned with state ids
-    if liveness:
-        stuck = _cannot_finish(succ, finished)
-        if stuck is not None:
-            w = states_list[stuck]
-            kind = "deadlock" if not succ[stuck] else "livelock"
-            detail = f"{kind}: from this state the scenario can never complete ({_describe_stuck(system, w)})"
-            return result("violated", "hotplug-completes", detail, path_to(stuck), depth_of[stuck])
+                    succ.append(edges)
+                    if not edges and system.finished(w):
+                        finished.append(sid)
+                why = watch.exceeded(len(index))
+                if why is not None:
+                    return incomplete(why)
+            if progress is not None:
+                progress(len(index), transitions, depth)
+            frontier = nxt
+            depth += 1
+            # ids are assigned in BFS order, so succ[] stays aligned with state ids
+        stuck = _cannot_finish(succ, finished) if liveness else None
+    except KeyboardInterrupt:
+        return incomplete("when interrupted (Ctrl-C)")
+    if stuck is not None:
+        w = states_list[stuck]
+        kind = "deadlock" if not succ[stuck] else "livelock"
+        detail = f"{kind}: from this state the scenario can never complete ({_describe_stuck(system, w)})"
+        return result("violated", "hotplug-completes", detail, path_to(stuck), depth_of[stuck])
     return result("holds", d=depth)
 
 
@@ -264,7 +272,7 @@ def check(
     system: System,
     attacks: list[str],
     judged: tuple[str, ...],
-    max_states: int | None = None,
+    limits: Limits | None = None,
     progress: Progress | None = None,
     describe: bool = True,
     goal: str | None = None,
@@ -274,7 +282,7 @@ def check(
     t0 = time.perf_counter()
     chosen = HARD_CASES if goal is None else {goal: HARD_CASES[goal]}
     out = explore(
-        system, judged, max_states, progress, cases={c: hc.holds_in for c, hc in chosen.items()}, goal=goal
+        system, judged, limits, progress, cases={c: hc.holds_in for c, hc in chosen.items()}, goal=goal
     )
     seconds = time.perf_counter() - t0
     verdict, detail = out.verdict, out.detail
@@ -283,7 +291,7 @@ def check(
     elif goal is not None and verdict == "holds":
         verdict, detail = "unreachable", f"no reachable state is an instance of {goal}"
     elif goal is not None and verdict == "incomplete":
-        detail = f"stopped after {max_states:,} states: no schedule of up to {out.depth} steps reaches {goal}"
+        detail = f"stopped {out.stopped}: no schedule of up to {out.depth} steps reaches {goal}"
     res = CheckResult(
         system.design.id,
         attacks,

@@ -8,6 +8,7 @@ from concurrent.futures import ProcessPoolExecutor
 from smm_hotplug.adversaries.catalog import ADVERSARIES, ALL, resolve
 from smm_hotplug.checker.cases import get_case
 from smm_hotplug.checker.explore import CheckResult, Progress, check, judged_properties
+from smm_hotplug.checker.limits import Limits
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.designs.catalog import DESIGNS
 from smm_hotplug.world import Scenario
@@ -16,49 +17,49 @@ NONE = "none"  # the benign baseline column of the matrix
 
 
 def run_check(
-    setup: CheckSetup, max_states: int | None = None, progress: Progress | None = None, describe: bool = True
+    setup: CheckSetup, limits: Limits | None = None, progress: Progress | None = None, describe: bool = True
 ) -> CheckResult:
     system = setup.system()  # validates ids and counts first
     judged = judged_properties(resolve(list(setup.attacks)))
-    return check(
-        system, list(setup.attacks), judged, max_states=max_states, progress=progress, describe=describe
-    )
+    return check(system, list(setup.attacks), judged, limits=limits, progress=progress, describe=describe)
 
 
 def run_witness(
-    setup: CheckSetup, case: str, max_states: int | None = None, progress: Progress | None = None
+    setup: CheckSetup, case: str, limits: Limits | None = None, progress: Progress | None = None
 ) -> CheckResult:
     """The shortest schedule from power-on to a state that is an instance of hard case ``case``."""
     get_case(case)
     system = setup.system()
-    return check(system, list(setup.attacks), (), max_states=max_states, progress=progress, goal=case)
+    return check(system, list(setup.attacks), (), limits=limits, progress=progress, goal=case)
 
 
 def matrix_columns() -> list[str]:
     return [NONE, *ADVERSARIES, ALL]
 
 
-def _cell(args: tuple[str, str, Scenario, int | None]) -> CheckResult:
-    design, column, scenario, max_states = args
+def _cell(args: tuple[str, str, Scenario, Limits | None]) -> CheckResult:
+    design, column, scenario, limits = args
     attacks = () if column == NONE else (column,)
-    return run_check(CheckSetup(design, scenario, attacks), max_states=max_states, describe=False)
+    return run_check(CheckSetup(design, scenario, attacks), limits=limits, describe=False)
 
 
 def run_matrix(
     scenario: Scenario,
-    max_states: int | None = None,
+    limits: Limits | None = None,
     workers: int | None = None,
     designs: list[str] | None = None,
     columns: list[str] | None = None,
 ) -> list[CheckResult]:
-    """Every design against every column (no adversary, each adversary, all), in parallel."""
+    """Every design against every column (no adversary, each adversary, all), in parallel; ``limits``
+    apply to each cell (an automatic memory limit is shared out between the workers)."""
     designs = designs or list(DESIGNS)
     columns = columns or matrix_columns()
     for d in designs:
         CheckSetup(d, scenario).system()  # unknown ids and impossible counts fail here, once
     resolve([c for c in columns if c != NONE])
-    cells = [(d, col, scenario, max_states) for d in designs for col in columns]
-    workers = workers or min(len(cells), os.cpu_count() or 1)
+    workers = workers or min(len(designs) * len(columns), os.cpu_count() or 1)
+    limits = (limits or Limits()).per_worker(workers)
+    cells = [(d, col, scenario, limits) for d in designs for col in columns]
     if workers <= 1:
         return [_cell(c) for c in cells]
     with ProcessPoolExecutor(max_workers=workers) as pool:

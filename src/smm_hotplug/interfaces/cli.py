@@ -12,6 +12,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from smm_hotplug.checker.limits import Limits, rss_mib
 from smm_hotplug.designs.catalog import DEFAULT_DESIGN
 from smm_hotplug.errors import UsageError
 from smm_hotplug.world import Scenario
@@ -132,6 +133,31 @@ def cases() -> None:
 MATRIX_CELL_CAP = 300_000
 
 
+def limit_options(states_default: int | None, what: str) -> Callable[[Callable[..., Any]], Any]:
+    """--max-states, --max-seconds and --max-memory of a search (``what``: "" or " a cell")."""
+    return _options(
+        click.option(
+            "--max-states",
+            type=int,
+            default=states_default,
+            show_default=states_default is not None,
+            help=f"Stop{what} beyond this many states (verdict incomplete).",
+        ),
+        click.option("--max-seconds", type=float, default=None, help=f"Stop{what} after this many seconds."),
+        click.option(
+            "--max-memory",
+            type=int,
+            default=None,
+            metavar="MIB",
+            help=f"Stop{what} beyond this much resident memory (default: 85 % of what is available).",
+        ),
+    )
+
+
+def _limits(max_states: int | None, max_seconds: float | None, max_memory: int | None) -> Limits:
+    return Limits(max_states, max_seconds, max_memory).validate()
+
+
 class OutputFile(click.Path):
     """A file the command will write: its directory must exist before any work is done."""
 
@@ -245,9 +271,7 @@ def simulate(
     default=None,
     help="Save the shortest violating trace as JSON (replay with `simulate --replay`).",
 )
-@click.option(
-    "--max-states", type=int, default=None, help="Stop (verdict incomplete) beyond this many states."
-)
+@limit_options(None, "")
 @HTML_OPTION
 def check(
     boot_cpus: int,
@@ -259,6 +283,8 @@ def check(
     as_json: bool,
     trace_out: Path | None,
     max_states: int | None,
+    max_seconds: float | None,
+    max_memory: int | None,
     html_out: Path | None,
     **opts: Any,
 ) -> None:
@@ -268,8 +294,8 @@ def check(
     from smm_hotplug.checker.traces import save
 
     setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
-    _check_limits(max_states)
-    res = _with_progress(lambda progress: run_check(setup, max_states=max_states, progress=progress), as_json)
+    limits = _limits(max_states, max_seconds, max_memory)
+    res = _with_progress(lambda progress: run_check(setup, limits=limits, progress=progress), as_json)
     doc = res.to_json()
     if trace_out is not None and res.verdict == "violated":
         save(trace_out, setup, doc)
@@ -305,7 +331,7 @@ def check(
     default=None,
     help="Save the schedule as JSON (replay with `simulate --replay [--html FILE]`).",
 )
-@click.option("--max-states", type=int, default=None, help="Give up (exit 2) beyond this many states.")
+@limit_options(None, "")
 def witness(
     case: str,
     boot_cpus: int,
@@ -317,20 +343,22 @@ def witness(
     as_json: bool,
     trace_out: Path | None,
     max_states: int | None,
+    max_seconds: float | None,
+    max_memory: int | None,
     **opts: Any,
 ) -> None:
     """Shortest schedule from power-on into hard case CASE (see `smm-hotplug cases`).
 
     Exits 0 with the schedule, 1 when no reachable state is an instance of CASE, 2 on bad input
-    or when --max-states stops the search first."""
+    or when a limit (--max-states, --max-seconds, --max-memory) stops the search first."""
     from smm_hotplug.checker.cases import get_case
     from smm_hotplug.checker.run import run_witness
     from smm_hotplug.checker.traces import save
 
     get_case(case)
     setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
-    _check_limits(max_states)
-    res = _with_progress(lambda progress: run_witness(setup, case, max_states, progress), as_json)
+    limits = _limits(max_states, max_seconds, max_memory)
+    res = _with_progress(lambda progress: run_witness(setup, case, limits, progress), as_json)
     doc = res.to_json()
     if trace_out is not None and res.verdict == "reached":
         save(trace_out, setup, doc)
@@ -370,31 +398,28 @@ def _with_progress(job: Callable[[Any], Any], quiet: bool) -> Any:
 
         def progress(states: int, transitions: int, depth: int) -> None:
             bar.update(
-                task, description=f"exploring: {states:,} states, {transitions:,} transitions, depth {depth}"
+                task,
+                description=f"exploring: {states:,} states, {transitions:,} transitions, depth {depth}, "
+                f"{rss_mib():,.0f} MiB",
             )
 
         return job(progress)
 
 
 def matrix_limits(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--max-states (per cell) and --workers, shared by `matrix` and `report`."""
+    """Per-cell limits and --workers, shared by `matrix` and `report`."""
     command = click.option(
         "--workers", type=int, default=None, help="Parallel worker processes (default: one per core)."
     )(command)
-    return click.option(
-        "--max-states",
-        type=int,
-        default=MATRIX_CELL_CAP,
-        show_default=True,
-        help="Per-cell state limit (verdict incomplete beyond).",
-    )(command)
+    return limit_options(MATRIX_CELL_CAP, " a cell")(command)
 
 
-def _check_limits(max_states: int | None, workers: int | None = None) -> None:
-    if max_states is not None and max_states < 1:
-        raise UsageError("--max-states must be positive")
+def _matrix_limits(
+    max_states: int, max_seconds: float | None, max_memory: int | None, workers: int | None
+) -> Limits:
     if workers is not None and workers < 1:
         raise UsageError("--workers must be positive")
+    return _limits(max_states, max_seconds, max_memory)
 
 
 @cli.command()
@@ -408,14 +433,16 @@ def matrix(
     unplug: int,
     as_json: bool,
     max_states: int,
+    max_seconds: float | None,
+    max_memory: int | None,
     workers: int | None,
 ) -> None:
     """Every design × every adversary (plus none and all): verdicts, properties, figures."""
     from smm_hotplug.checker.run import run_matrix
     from smm_hotplug.report.checks import render_matrix
 
-    _check_limits(max_states, workers)
-    results = run_matrix(Scenario(boot_cpus, max_cpus, plug, unplug), max_states=max_states, workers=workers)
+    limits = _matrix_limits(max_states, max_seconds, max_memory, workers)
+    results = run_matrix(Scenario(boot_cpus, max_cpus, plug, unplug), limits=limits, workers=workers)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
@@ -452,6 +479,8 @@ def report(
     attack_ids: tuple[str, ...],
     out: Path,
     max_states: int,
+    max_seconds: float | None,
+    max_memory: int | None,
     workers: int | None,
 ) -> None:
     """One self-contained HTML page: the matrix, every shortest attack and the benign hot-add/remove."""
@@ -461,10 +490,10 @@ def report(
     from smm_hotplug.report.html import benign_sections, matrix_table, page, trace_section
 
     scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
-    _check_limits(max_states, workers)
+    limits = _matrix_limits(max_states, max_seconds, max_memory, workers)
     results = run_matrix(
         scenario,
-        max_states=max_states,
+        limits=limits,
         workers=workers,
         designs=list(design_ids) or None,
         columns=list(attack_ids) or None,
