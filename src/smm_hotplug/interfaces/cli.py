@@ -149,7 +149,8 @@ def limit_options(states_default: int | None, what: str) -> Callable[[Callable[.
             type=int,
             default=None,
             metavar="MIB",
-            help=f"Stop{what} beyond this much resident memory (default: 85 % of what is available).",
+            help=f"Stop{what} beyond this much resident memory (default: 85 % of what is available"
+            + (", shared out between the workers)." if what else ")."),
         ),
     )
 
