@@ -17,7 +17,9 @@ from typing import NamedTuple
 
 from smm_hotplug.adversaries.base import Adversary
 from smm_hotplug.checker.cases import HARD_CASES, Predicate
+from smm_hotplug.checker.graph import StateGraph
 from smm_hotplug.checker.limits import Limits, Watch
+from smm_hotplug.checker.pool import StatePool
 from smm_hotplug.invariants import PROPERTIES
 from smm_hotplug.world import System, World
 
@@ -114,22 +116,13 @@ def explore(
     pending = dict(cases or {})  # cases not reached yet
     reached: dict[str, int] = {}
     index: dict[World, int] = {init: 0}
-    parent: list[tuple[int, str, int]] = [(-1, "", 0)]
-    depth_of: list[int] = [0]
-    succ: list[list[int]] = []
+    pool = StatePool()
+    graph = StateGraph()
     finished: list[int] = []
     frontier = [0]
     states_list: list[World] = [init]
     transitions = 0
     depth = 0
-
-    def path_to(i: int) -> list[tuple[str, int]]:
-        out = []
-        while i > 0:
-            p, actor, choice = parent[i]
-            out.append((actor, choice))
-            i = p
-        return out[::-1]
 
     def visit(w: World, d: int) -> bool:
         """Record the cases ``w`` is an instance of; True when it is the goal."""
@@ -168,21 +161,21 @@ def explore(
                         system.check(mv.world, mv.log)  # state invariants: once per state
                     bad = [v for v in mv.log.violations if v.prop in safety]
                     if bad:
-                        sched = [*path_to(sid), (mv.actor, mv.choice)]
+                        sched = [*graph.path_to(sid), (mv.actor, mv.choice)]
                         return result("violated", bad[0].prop, bad[0].text, sched, depth + 1)
                     if tid is None:
                         tid = len(states_list)
-                        index[mv.world] = tid
-                        states_list.append(mv.world)
-                        parent.append((sid, mv.actor, mv.choice))
-                        depth_of.append(depth + 1)
+                        kept = pool.world(mv.world)
+                        index[kept] = tid
+                        states_list.append(kept)
+                        graph.add(sid, mv.actor, mv.choice)
                         nxt.append(tid)
-                        if pending and visit(mv.world, depth + 1):
-                            return result("reached", detail=goal, sched=path_to(tid), d=depth + 1)
+                        if pending and visit(kept, depth + 1):
+                            return result("reached", detail=goal, sched=graph.path_to(tid), d=depth + 1)
                     if liveness:
                         edges.append(tid)
                 if liveness:
-                    succ.append(edges)
+                    graph.expanded(edges)
                     if not edges and system.finished(w):
                         finished.append(sid)
                 why = watch.exceeded(len(index))
@@ -192,39 +185,17 @@ def explore(
                 progress(len(index), transitions, depth)
             frontier = nxt
             depth += 1
-            # ids are assigned in BFS order, so succ[] stays aligned with state ids
-        stuck = _cannot_finish(succ, finished) if liveness else None
+            # ids are assigned in BFS order: states are expanded in id order
+        stuck = graph.cannot_finish(finished) if liveness else None
     except KeyboardInterrupt:
         return incomplete("when interrupted (Ctrl-C)")
     if stuck is not None:
         w = states_list[stuck]
-        kind = "deadlock" if not succ[stuck] else "livelock"
+        kind = "deadlock" if not graph.out_degree(stuck) else "livelock"
         detail = f"{kind}: from this state the scenario can never complete ({_describe_stuck(system, w)})"
-        return result("violated", "hotplug-completes", detail, path_to(stuck), depth_of[stuck])
+        sched = graph.path_to(stuck)
+        return result("violated", "hotplug-completes", detail, sched, len(sched))
     return result("holds", d=depth)
-
-
-def _cannot_finish(succ: list[list[int]], finished: list[int]) -> int | None:
-    """The first state (in BFS order, so at minimal depth) from which no finished state is reachable."""
-    n = len(succ)
-    preds: list[list[int]] = [[] for _ in range(n)]
-    for s, outs in enumerate(succ):
-        for t in outs:
-            preds[t].append(s)
-    good = bytearray(n)
-    stack = list(finished)
-    for f in finished:
-        good[f] = 1
-    while stack:
-        t = stack.pop()
-        for s in preds[t]:
-            if not good[s]:
-                good[s] = 1
-                stack.append(s)
-    for s in range(n):
-        if not good[s]:
-            return s
-    return None
 
 
 def _describe_stuck(system: System, w: World) -> str:
