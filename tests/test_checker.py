@@ -143,6 +143,12 @@ def test_a_stopped_run_states_how_far_it_proved():
         claimed.append(res.bound)
     assert claimed == sorted(claimed) and claimed[0] < claimed[-1]
     assert violated.bound is None
+    # A depth limit is exact: one step short of the attack it proves, at its length it finds it.
+    short = run_check(setup, limits=Limits(depth=shortest - 1))
+    assert (short.verdict, short.bound) == ("incomplete", shortest - 1)
+    assert f"stopped at depth {shortest - 1}:" in short.detail
+    found = run_check(setup, limits=Limits(depth=shortest))
+    assert (found.verdict, len(found.trace)) == ("violated", shortest)
 
 
 def test_a_limit_or_an_interrupt_stops_the_search_as_a_bounded_proof():

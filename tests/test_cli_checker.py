@@ -138,6 +138,7 @@ def _write(path, text):
         (["check", "--max-seconds", "0"], "--max-seconds must be positive"),
         (["witness", "burst-after-scan", "--max-memory", "-5"], "--max-memory must be positive"),
         (["matrix", "--max-seconds", "-1"], "--max-seconds must be positive"),
+        (["check", "--max-depth", "0"], "--max-depth must be positive"),
         (["check", "--trace-out", "/nonexistent/dir/t.json"], "does not exist"),
         (["matrix", "--workers", "0"], "--workers must be positive"),
         (["matrix", "--unplug", "7"], "cannot remove 7 CPUs"),

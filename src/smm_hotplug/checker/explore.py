@@ -185,6 +185,9 @@ def explore(
                 progress(len(index), transitions, depth)
             frontier = nxt
             depth += 1
+            why = watch.deep_enough(depth) if frontier else None
+            if why is not None:
+                return incomplete(why)
             # ids are assigned in BFS order: states are expanded in id order
         stuck = graph.cannot_finish(finished) if liveness else None
     except KeyboardInterrupt:

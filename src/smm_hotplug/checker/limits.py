@@ -1,4 +1,5 @@
-"""When a search stops before it has seen everything: a state, time or memory limit, or Ctrl-C.
+"""When a search stops before it has seen everything: a state, time, memory or depth limit, or
+Ctrl-C.
 
 Breadth first, a stopped search is still a bounded proof (see ``CheckResult.bound``), so a limit
 ends it with verdict "incomplete" and the reason, instead of the operating system's out-of-memory
@@ -25,12 +26,14 @@ class Limits:
     states: int | None = None
     seconds: float | None = None
     memory_mib: int | None = None  # resident set of this process; None: automatic
+    depth: int | None = None  # schedules longer than this are not explored (bounded proof)
 
     def validate(self) -> Limits:
         for flag, value in (
             ("--max-states", self.states),
             ("--max-seconds", self.seconds),
             ("--max-memory", self.memory_mib),
+            ("--max-depth", self.depth),
         ):
             if value is not None and value <= 0:
                 raise UsageError(f"{flag} must be positive")
@@ -40,7 +43,7 @@ class Limits:
         """The limits of one of ``workers`` searches running side by side (the matrix)."""
         if self.memory_mib is not None or workers <= 1:
             return self
-        return Limits(self.states, self.seconds, max(1, auto_memory_mib() // workers))
+        return Limits(self.states, self.seconds, max(1, auto_memory_mib() // workers), self.depth)
 
 
 def rss_mib() -> float:
@@ -81,6 +84,12 @@ class Watch:
         self.t0 = time.monotonic()
         self.memory_mib = limits.memory_mib if limits.memory_mib is not None else auto_memory_mib()
         self._next_look = WATCH_EVERY
+
+    def deep_enough(self, depth: int) -> str | None:
+        """Checked once every schedule of ``depth`` steps has been explored."""
+        if self.limits.depth is not None and depth >= self.limits.depth:
+            return f"at depth {self.limits.depth:,}"
+        return None
 
     def exceeded(self, states: int) -> str | None:
         lim = self.limits

@@ -152,11 +152,19 @@ def limit_options(states_default: int | None, what: str) -> Callable[[Callable[.
             help=f"Stop{what} beyond this much resident memory (default: 85 % of what is available"
             + (", shared out between the workers)." if what else ")."),
         ),
+        click.option(
+            "--max-depth",
+            type=int,
+            default=None,
+            help=f"Stop{what} once every schedule of this many steps is explored.",
+        ),
     )
 
 
-def _limits(max_states: int | None, max_seconds: float | None, max_memory: int | None) -> Limits:
-    return Limits(max_states, max_seconds, max_memory).validate()
+def _limits(
+    max_states: int | None, max_seconds: float | None, max_memory: int | None, max_depth: int | None
+) -> Limits:
+    return Limits(max_states, max_seconds, max_memory, max_depth).validate()
 
 
 class OutputFile(click.Path):
@@ -286,6 +294,7 @@ def check(
     max_states: int | None,
     max_seconds: float | None,
     max_memory: int | None,
+    max_depth: int | None,
     html_out: Path | None,
     **opts: Any,
 ) -> None:
@@ -295,7 +304,7 @@ def check(
     from smm_hotplug.checker.traces import save
 
     setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
-    limits = _limits(max_states, max_seconds, max_memory)
+    limits = _limits(max_states, max_seconds, max_memory, max_depth)
     res = _with_progress(lambda progress: run_check(setup, limits=limits, progress=progress), as_json)
     doc = res.to_json()
     if trace_out is not None and res.verdict == "violated":
@@ -346,6 +355,7 @@ def witness(
     max_states: int | None,
     max_seconds: float | None,
     max_memory: int | None,
+    max_depth: int | None,
     **opts: Any,
 ) -> None:
     """Shortest schedule from power-on into hard case CASE (see `smm-hotplug cases`).
@@ -358,7 +368,7 @@ def witness(
 
     get_case(case)
     setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
-    limits = _limits(max_states, max_seconds, max_memory)
+    limits = _limits(max_states, max_seconds, max_memory, max_depth)
     res = _with_progress(lambda progress: run_witness(setup, case, limits, progress), as_json)
     doc = res.to_json()
     if trace_out is not None and res.verdict == "reached":
@@ -416,11 +426,15 @@ def matrix_limits(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _matrix_limits(
-    max_states: int, max_seconds: float | None, max_memory: int | None, workers: int | None
+    max_states: int,
+    max_seconds: float | None,
+    max_memory: int | None,
+    max_depth: int | None,
+    workers: int | None,
 ) -> Limits:
     if workers is not None and workers < 1:
         raise UsageError("--workers must be positive")
-    return _limits(max_states, max_seconds, max_memory)
+    return _limits(max_states, max_seconds, max_memory, max_depth)
 
 
 @cli.command()
@@ -436,13 +450,14 @@ def matrix(
     max_states: int,
     max_seconds: float | None,
     max_memory: int | None,
+    max_depth: int | None,
     workers: int | None,
 ) -> None:
     """Every design × every adversary (plus none and all): verdicts, properties, figures."""
     from smm_hotplug.checker.run import run_matrix
     from smm_hotplug.report.checks import render_matrix
 
-    limits = _matrix_limits(max_states, max_seconds, max_memory, workers)
+    limits = _matrix_limits(max_states, max_seconds, max_memory, max_depth, workers)
     results = run_matrix(Scenario(boot_cpus, max_cpus, plug, unplug), limits=limits, workers=workers)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
@@ -482,6 +497,7 @@ def report(
     max_states: int,
     max_seconds: float | None,
     max_memory: int | None,
+    max_depth: int | None,
     workers: int | None,
 ) -> None:
     """One self-contained HTML page: the matrix, every shortest attack and the benign hot-add/remove."""
@@ -491,7 +507,7 @@ def report(
     from smm_hotplug.report.html import benign_sections, matrix_table, page, trace_section
 
     scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
-    limits = _matrix_limits(max_states, max_seconds, max_memory, workers)
+    limits = _matrix_limits(max_states, max_seconds, max_memory, max_depth, workers)
     results = run_matrix(
         scenario,
         limits=limits,
