@@ -136,6 +136,7 @@ def _write(path, text):
         (["check", "--boot-cpus", "3", "--max-cpus", "2"], "smaller than --boot-cpus"),
         (["check", "--max-states", "0"], "--max-states must be positive"),
         (["check", "--max-seconds", "0"], "--max-seconds must be positive"),
+        (["check", "--max-seconds", "nan"], "--max-seconds must be positive"),
         (["witness", "burst-after-scan", "--max-memory", "-5"], "--max-memory must be positive"),
         (["matrix", "--max-seconds", "-1"], "--max-seconds must be positive"),
         (["check", "--max-depth", "0"], "--max-depth must be positive"),

@@ -35,7 +35,7 @@ class Limits:
             ("--max-memory", self.memory_mib),
             ("--max-depth", self.depth),
         ):
-            if value is not None and value <= 0:
+            if value is not None and not value > 0:  # NaN too
                 raise UsageError(f"{flag} must be positive")
         return self
 
