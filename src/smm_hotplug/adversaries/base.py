@@ -68,15 +68,16 @@ class Adversary:
         return False
 
 
-_last: list = [None, None, None]  # (cpus, mem, answer) of the previous os_cpu() call
+# (system, cpus, mem, mch, answer) of the previous os_cpu() call: what the answer depends on.
+_last: list = [None, None, None, None, None]
 
 
 def os_cpu(system: System, m: Machine) -> int | None:
     """A CPU the OS is running on (outside SMM, in OS code, able to run), if any."""
-    if _last[0] is m.cpus and _last[1] is m.mem:
-        return _last[2]
+    if _last[0] is system and _last[1] is m.cpus and _last[2] is m.mem and _last[3] is m.mch:
+        return _last[4]
     slot = _find_os_cpu(system, m)
-    _last[:] = [m.cpus, m.mem, slot]
+    _last[:] = [system, m.cpus, m.mem, m.mch, slot]
     return slot
 
 
