@@ -1,11 +1,13 @@
 """The exhaustive checker: breadth-first over every interleaving of every actor.
 
 States are ``World`` values; the visited set is a dict keyed by the state value itself (its
-hash is cheap: RAM keeps an incremental hash).  Safety properties are checked on every
-transition, so the first violation found lies at minimal depth and its trace is a shortest
-attack.  ``hotplug-completes`` is checked once the space is explored: every reachable state
-must be able to reach the end of the scenario (no deadlock, no livelock) — with fair
-scheduling the scenario then always completes.
+hash is cheap: RAM keeps an incremental hash), each kept state built from shared parts
+(``checker.pool``), and the moves between them recorded in flat arrays (``checker.graph``);
+limits and Ctrl-C stop the search as a bounded proof (``checker.limits``).  Safety properties
+are checked on every transition, so the first violation found lies at minimal depth and its
+trace is a shortest attack.  ``hotplug-completes`` is checked once the space is explored:
+every reachable state must be able to reach the end of the scenario (no deadlock, no livelock)
+— with fair scheduling the scenario then always completes.
 """
 
 from __future__ import annotations
