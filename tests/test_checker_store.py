@@ -1,0 +1,54 @@
+"""How the checker stores what it explored: pooled states and the flat state graph."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smm_hotplug.checker.graph import StateGraph
+from smm_hotplug.checker.pool import StatePool
+from smm_hotplug.checker.traces import CheckSetup
+from smm_hotplug.simulator import simulate
+from smm_hotplug.world import Scenario
+
+
+def test_pooled_states_are_equal_to_the_originals_and_share_equal_parts():
+    system = CheckSetup("smram-default-smbase", Scenario(), ("concurrent-plug",)).system()
+    a = simulate(system, seed=3).final
+    b = simulate(system, seed=3).final  # the same run again: equal values, separate objects
+    assert a == b and a.m.mem is not b.m.mem
+    pool = StatePool()
+    pa, pb = pool.world(a), pool.world(b)
+    assert pa == a and hash(pa) == hash(a)
+    assert pb == b and pb.m.mem is pa.m.mem and pb.m.cpus is pa.m.cpus and pb.m.cpuhp is pa.m.cpuhp
+    assert all(x is y for x, y in zip(pa.m.cpus, pb.m.cpus, strict=True))
+
+
+def _graph(edges: dict[int, list[int]]) -> StateGraph:
+    """States 0..n-1 with the given successors; BFS parents are irrelevant here."""
+    g = StateGraph()
+    for _ in range(1, len(edges)):
+        g.add(0, "cpu0", 0)
+    for s in range(len(edges)):
+        g.expanded(edges[s])
+    return g
+
+
+def test_cannot_finish_finds_the_first_state_that_never_reaches_a_finished_one():
+    # 0 -> 1 -> 3 (finished); 0 -> 2 <-> 4 (a livelock unless 4 counts as finished); 5 has no
+    # moves and is not finished (a deadlock).
+    g = _graph({0: [1, 2], 1: [3], 2: [4], 3: [], 4: [2], 5: []})
+    assert g.cannot_finish([3]) == 2
+    assert g.cannot_finish([3, 4]) == 5
+    assert _graph({0: [1], 1: [0, 2], 2: []}).cannot_finish([2]) is None
+    assert g.out_degree(0) == 2 and g.out_degree(5) == 0
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["cpu0", "cpu1", "mgmt", "adv:x"]), st.integers(0, 9)), max_size=30)
+)
+def test_the_schedule_to_a_state_walks_back_up_its_parents(moves):
+    g = StateGraph()
+    for i, (actor, choice) in enumerate(moves):
+        g.add(i, actor, choice)  # a chain: state i + 1 is reached from state i
+    assert g.path_to(len(moves)) == moves
