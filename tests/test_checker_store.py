@@ -52,3 +52,28 @@ def test_the_schedule_to_a_state_walks_back_up_its_parents(moves):
     for i, (actor, choice) in enumerate(moves):
         g.add(i, actor, choice)  # a chain: state i + 1 is reached from state i
     assert g.path_to(len(moves)) == moves
+
+
+def test_the_matrix_reports_each_cell_as_it_finishes_and_returns_them_in_order():
+    from smm_hotplug.checker.limits import Limits
+    from smm_hotplug.checker.run import run_matrix
+
+    seen = []
+    small = Scenario(boot_cpus=1, max_cpus=2, plug=1, unplug=0)
+    results = run_matrix(
+        small,
+        Limits(states=3000),
+        workers=2,
+        designs=["sdm", "dma-guard"],
+        columns=["none", "os-code-at-default-smbase"],
+        done=lambda res, finished, total: seen.append((res.design, tuple(res.attacks), finished, total)),
+    )
+    cells = [(r.design, tuple(r.attacks)) for r in results]
+    assert cells == [
+        ("sdm", ()),
+        ("sdm", ("os-code-at-default-smbase",)),
+        ("dma-guard", ()),
+        ("dma-guard", ("os-code-at-default-smbase",)),
+    ]
+    assert sorted(s[:2] for s in seen) == sorted(cells)
+    assert [s[2:] for s in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from smm_hotplug.adversaries.catalog import ADVERSARIES, ALL, resolve
 from smm_hotplug.checker.cases import get_case
@@ -49,9 +50,11 @@ def run_matrix(
     workers: int | None = None,
     designs: list[str] | None = None,
     columns: list[str] | None = None,
+    done: Callable[[CheckResult, int, int], None] | None = None,
 ) -> list[CheckResult]:
     """Every design against every column (no adversary, each adversary, all), in parallel; ``limits``
-    apply to each cell (an automatic memory limit is shared out between the workers)."""
+    apply to each cell (an automatic memory limit is shared out between the workers).  ``done``
+    is told of each finished cell: (result, cells finished, cells in all)."""
     designs = designs or list(DESIGNS)
     columns = columns or matrix_columns()
     for d in designs:
@@ -60,7 +63,19 @@ def run_matrix(
     workers = workers or min(len(designs) * len(columns), os.cpu_count() or 1)
     limits = (limits or Limits()).per_worker(workers)
     cells = [(d, col, scenario, limits) for d in designs for col in columns]
+    results: list[CheckResult | None] = [None] * len(cells)
+
+    def record(i: int, res: CheckResult) -> None:
+        results[i] = res
+        if done is not None:
+            done(res, sum(r is not None for r in results), len(cells))
+
     if workers <= 1:
-        return [_cell(c) for c in cells]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_cell, cells, chunksize=1))
+        for i, cell in enumerate(cells):
+            record(i, _cell(cell))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_cell, cell): i for i, cell in enumerate(cells)}
+            for fut in as_completed(futures):
+                record(futures[fut], fut.result())
+    return [r for r in results if r is not None]

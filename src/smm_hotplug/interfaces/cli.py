@@ -417,6 +417,27 @@ def _with_progress(job: Callable[[Any], Any], quiet: bool) -> Any:
         return job(progress)
 
 
+def _with_cell_progress(job: Callable[[Any], Any]) -> Any:
+    """Run ``job(done)`` (a matrix) with a rich progress bar over its cells on stderr when it is a
+    terminal."""
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        return job(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"))
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("checking", total=None)
+
+        def done(res: Any, finished: int, total: int) -> None:
+            column = "+".join(res.attacks) or "none"
+            bar.update(
+                task, completed=finished, total=total, description=f"{res.design} × {column}: {res.verdict}"
+            )
+
+        return job(done)
+
+
 def matrix_limits(command: Callable[..., Any]) -> Callable[..., Any]:
     """Per-cell limits and --workers, shared by `matrix` and `report`."""
     command = click.option(
@@ -458,7 +479,8 @@ def matrix(
     from smm_hotplug.report.checks import render_matrix
 
     limits = _matrix_limits(max_states, max_seconds, max_memory, max_depth, workers)
-    results = run_matrix(Scenario(boot_cpus, max_cpus, plug, unplug), limits=limits, workers=workers)
+    scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
+    results = _with_cell_progress(lambda done: run_matrix(scenario, limits, workers, done=done))
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
@@ -508,12 +530,10 @@ def report(
 
     scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
     limits = _matrix_limits(max_states, max_seconds, max_memory, max_depth, workers)
-    results = run_matrix(
-        scenario,
-        limits=limits,
-        workers=workers,
-        designs=list(design_ids) or None,
-        columns=list(attack_ids) or None,
+    results = _with_cell_progress(
+        lambda done: run_matrix(
+            scenario, limits, workers, list(design_ids) or None, list(attack_ids) or None, done=done
+        )
     )
     sections, anchors = [], {}
     for r in results:
