@@ -80,9 +80,11 @@ def bench_big_all(cap: int | None) -> str:
 
 def bench_default_all(cap: int) -> str:
     """The shipped design under every adversary at once on the default configuration (the `all`
-    cell the matrix caps), up to ``cap`` states: long, and about 0.3 KiB of memory per state."""
-    label = f"checker, {SHIPPED} × all, default config (capped at {cap:,} states)"
-    return _check(label, Scenario(), ("all",), cap)
+    cell the matrix caps), up to ``cap`` states (0: until the automatic memory limit): long, and
+    about 0.3 KiB of memory per state."""
+    limit = f"capped at {cap:,} states" if cap else "up to the automatic memory limit"
+    label = f"checker, {SHIPPED} × all, default config ({limit})"
+    return _check(label, Scenario(), ("all",), cap or None)
 
 
 def bench_matrix(cap: int | None) -> str:
@@ -113,7 +115,8 @@ def _in_fresh_process(job: Callable[[], str]) -> tuple[str, float]:
     type=int,
     default=None,
     metavar="STATES",
-    help="Also check the shipped design under `all` on the default config, up to STATES states.",
+    help="Also check the shipped design under `all` on the default config, up to STATES states "
+    "(0: until the automatic memory limit).",
 )
 def main(quick: bool, cap: int, default_all: int | None) -> None:
     jobs: list[Callable[[], str]] = [bench_simulator, bench_checker_rate, bench_all_small]
