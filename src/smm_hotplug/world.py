@@ -207,7 +207,7 @@ class System:
             m2 = plat.cpu_step(w.m, slot, log)
             if m2 is None or (m2 == w.m and not log.violations):
                 continue
-            yield Move(f"cpu{slot}", 0, w._replace(m=m2), log)
+            yield Move(f"cpu{slot}", 0, World(m2, w.done, w.budgets, w.unplugged), log)
         log = mk()
         w2 = self.mgmt_move(w, log)
         if w2 is not None:
@@ -217,7 +217,7 @@ class System:
                 continue
             for choice, (m2, log) in enumerate(adv.moves(self, w, mk)):
                 budgets = (*w.budgets[:i], w.budgets[i] - 1, *w.budgets[i + 1 :])
-                yield Move(f"adv:{adv.id}", choice, w._replace(m=m2, budgets=budgets), log)
+                yield Move(f"adv:{adv.id}", choice, World(m2, w.done, budgets, w.unplugged), log)
 
     def check(self, w: World, log: Log) -> None:
         check_state(self.plat, w.m, log)

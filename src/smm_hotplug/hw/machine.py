@@ -69,6 +69,9 @@ MCH_DEVFN = (0, 0, 0)
 LPC_DEVFN = (0, 31, 0)
 
 
+DECODE_CACHE_SIZE = 1 << 16
+
+
 class Machine(NamedTuple):
     cpus: tuple[Cpu, ...]
     mch: mch.Mch
@@ -146,11 +149,27 @@ class Platform:
 
     def decode(self, m: Machine, addr: int, view: str) -> tuple[str, int]:
         """What ``addr`` reaches in ``view``, and where that section ends."""
+        # Only the chipset registers decide, and programs touch few addresses: memoized (and
+        # emptied when it grows, as it can under arbitrary qtest accesses).
+        key = (m.mch, addr, view)
+        cache = self._decode_cache
+        got = cache.get(key)
+        if got is None:
+            if len(cache) >= DECODE_CACHE_SIZE:
+                cache.clear()
+            got = cache[key] = self._decode(m.mch, addr, view)
+        return got
+
+    @cached_property
+    def _decode_cache(self) -> dict:
+        return {}
+
+    def _decode(self, mc: mch.Mch, addr: int, view: str) -> tuple[str, int]:
         cfg = self.cfg
         low = cfg.below_4g
         if addr < low:
             end = low
-            tseg = self._tseg(m.mch)
+            tseg = self._tseg(mc)
             if tseg is not None:
                 tb, te = tseg
                 if addr >= tb:
@@ -161,7 +180,7 @@ class Platform:
                     return BLACKHOLE, 0x40000
                 if addr < 0x30000:
                     end = min(end, 0x30000)
-            if m.mch.f_smbase_wmask == 0 and m.mch.f_smbase == mch.F_SMBASE_LCK:
+            if mc.f_smbase_wmask == 0 and mc.f_smbase == mch.F_SMBASE_LCK:
                 wb = mch.WINDOW_BASE
                 we = wb + mch.WINDOW_SIZE
                 if wb <= addr < we:
@@ -945,7 +964,7 @@ class Platform:
 
 def _set_cpu(m: Machine, slot: int, c: Cpu) -> Machine:
     cpus = m.cpus
-    return m._replace(cpus=(*cpus[:slot], c, *cpus[slot + 1 :]))
+    return Machine._make(((*cpus[:slot], c, *cpus[slot + 1 :]), *m[1:]))  # _replace, faster
 
 
 def set_cpu(m: Machine, slot: int, c: Cpu) -> Machine:
