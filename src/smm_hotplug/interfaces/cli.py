@@ -134,7 +134,8 @@ MATRIX_CELL_CAP = 300_000
 
 
 def limit_options(states_default: int | None, what: str) -> Callable[[Callable[..., Any]], Any]:
-    """--max-states, --max-seconds and --max-memory of a search (``what``: "" or " a cell")."""
+    """--max-states, --max-seconds, --max-memory and --max-depth of a search (``what``: "" or
+    " a cell")."""
     return _options(
         click.option(
             "--max-states",
@@ -361,7 +362,8 @@ def witness(
     """Shortest schedule from power-on into hard case CASE (see `smm-hotplug cases`).
 
     Exits 0 with the schedule, 1 when no reachable state is an instance of CASE, 2 on bad input
-    or when a limit (--max-states, --max-seconds, --max-memory) stops the search first."""
+    or when a limit (--max-states, --max-seconds, --max-memory, --max-depth) stops the search
+    first."""
     from smm_hotplug.checker.cases import get_case
     from smm_hotplug.checker.run import run_witness
     from smm_hotplug.checker.traces import save
