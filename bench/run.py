@@ -2,7 +2,8 @@
 
     python bench/run.py            # everything (several minutes on 2 cores)
     python bench/run.py --quick    # the small figures only
-    python bench/run.py --default-all 15000000   # also shipped × all, default config (24 min, 18 GiB)
+    python bench/run.py --default-all 0   # also shipped × all, default config, until the memory limit
+                                          # (~95 min, ~20 GiB on a 24 GiB machine)
 
 Each benchmark runs in a fresh process so that its peak memory (max RSS, including the worker
 processes of the matrix) is its own.  Targets (issue 3): the whole matrix on the default
