@@ -92,6 +92,7 @@ def test_a_memory_or_time_limit_ends_a_check_with_its_bound_not_a_crash():
     assert timed.returncode == 2
     doc = json.loads(timed.stdout)
     assert doc["verdict"] == "incomplete" and "stopped after 0.5 s" in doc["detail"]
+    assert doc["stopped"] == "after 0.5 s"
     assert doc["bound"] == doc["depth"] > 0
 
 

@@ -58,6 +58,7 @@ class CheckResult:
     # Hard cases (checker.cases) the exploration went through: steps of the shortest schedule
     # to each, None for those it never reached.
     cases: dict[str, int | None] = field(default_factory=dict)
+    stopped: str | None = None  # incomplete: the limit that stopped it ("at depth 90")
 
     @property
     def bound(self) -> int | None:
@@ -82,6 +83,7 @@ class CheckResult:
             "seconds": round(self.seconds, 3),
             "judged": list(self.judged),
             "cases": dict(self.cases),
+            "stopped": self.stopped,
         }
 
 
@@ -281,6 +283,7 @@ def check(
         seconds,
         judged,
         cases={case: out.reached.get(case) for case in chosen},
+        stopped=out.stopped,
     )
     if verdict in ("violated", "reached") and describe:
         res.trace = replay_trace(system, out.schedule)
