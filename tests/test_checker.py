@@ -159,7 +159,7 @@ def test_a_limit_or_an_interrupt_stops_the_search_as_a_bounded_proof():
     system, judged = setup.system(), judged_properties(resolve(["all"]))
     out = explore(system, judged, Limits(memory_mib=1))
     assert (out.verdict, out.stopped) == ("incomplete", "at 1 MiB of memory")
-    assert 2048 <= out.states < 4096  # memory is looked at every 2,048 states
+    assert 4096 <= out.transitions < 4096 + 200  # memory is looked at every 4,096 transitions
 
     def interrupt(states, transitions, depth):
         if depth == 5:

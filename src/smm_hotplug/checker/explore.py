@@ -182,7 +182,7 @@ def explore(
                     graph.expanded(edges)
                     if not edges and system.finished(w):
                         finished.append(sid)
-                why = watch.exceeded(len(index))
+                why = watch.exceeded(len(index), transitions)
                 if why is not None:
                     return incomplete(why)
             if progress is not None:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from smm_hotplug.errors import UsageError
 
 AUTO_MEMORY_SHARE = 0.85
-# Time and memory are looked at once per this many new states (reading /proc costs ~10 µs).
-WATCH_EVERY = 2048
+# Time and memory are looked at once per this many transitions (reading /proc costs ~10 µs).
+WATCH_EVERY = 4096
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def auto_memory_mib() -> int:
 
 
 class Watch:
-    """The running limits of one search: ``exceeded(states)`` names the limit hit, if any."""
+    """The running limits of one search: ``exceeded`` names the limit hit, if any."""
 
     def __init__(self, limits: Limits | None) -> None:
         limits = limits or Limits()
@@ -91,13 +91,13 @@ class Watch:
             return f"at depth {self.limits.depth:,}"
         return None
 
-    def exceeded(self, states: int) -> str | None:
+    def exceeded(self, states: int, transitions: int) -> str | None:
         lim = self.limits
         if lim.states is not None and states > lim.states:
             return f"after {lim.states:,} states"
-        if states < self._next_look:
+        if transitions < self._next_look:
             return None
-        self._next_look = states + WATCH_EVERY
+        self._next_look = transitions + WATCH_EVERY
         if lim.seconds is not None and time.monotonic() - self.t0 > lim.seconds:
             return f"after {lim.seconds:g} s"
         if rss_mib() > self.memory_mib:
