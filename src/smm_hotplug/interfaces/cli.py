@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -135,8 +136,8 @@ MATRIX_CELL_CAP = 300_000
 
 def limit_options(states_default: int | None, what: str) -> Callable[[Callable[..., Any]], Any]:
     """--max-states, --max-seconds, --max-memory and --max-depth of a search (``what``: "" or
-    " a cell")."""
-    return _options(
+    " a cell"), handed to the command as one validated ``limits: Limits``."""
+    options = _options(
         click.option(
             "--max-states",
             type=int,
@@ -161,11 +162,20 @@ def limit_options(states_default: int | None, what: str) -> Callable[[Callable[.
         ),
     )
 
+    def apply(fn: Callable[..., Any]) -> Any:
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            limits = Limits(
+                kwargs.pop("max_states"),
+                kwargs.pop("max_seconds"),
+                kwargs.pop("max_memory"),
+                kwargs.pop("max_depth"),
+            )
+            return fn(*args, limits=limits.validate(), **kwargs)
 
-def _limits(
-    max_states: int | None, max_seconds: float | None, max_memory: int | None, max_depth: int | None
-) -> Limits:
-    return Limits(max_states, max_seconds, max_memory, max_depth).validate()
+        return options(command)
+
+    return apply
 
 
 class OutputFile(click.Path):
@@ -292,10 +302,7 @@ def check(
     attack_ids: tuple[str, ...],
     as_json: bool,
     trace_out: Path | None,
-    max_states: int | None,
-    max_seconds: float | None,
-    max_memory: int | None,
-    max_depth: int | None,
+    limits: Limits,
     html_out: Path | None,
     **opts: Any,
 ) -> None:
@@ -305,7 +312,6 @@ def check(
     from smm_hotplug.checker.traces import save
 
     setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
-    limits = _limits(max_states, max_seconds, max_memory, max_depth)
     res = _with_progress(lambda progress: run_check(setup, limits=limits, progress=progress), as_json)
     doc = res.to_json()
     if trace_out is not None and res.verdict == "violated":
@@ -353,10 +359,7 @@ def witness(
     attack_ids: tuple[str, ...],
     as_json: bool,
     trace_out: Path | None,
-    max_states: int | None,
-    max_seconds: float | None,
-    max_memory: int | None,
-    max_depth: int | None,
+    limits: Limits,
     **opts: Any,
 ) -> None:
     """Shortest schedule from power-on into hard case CASE (see `smm-hotplug cases`).
@@ -370,7 +373,6 @@ def witness(
 
     get_case(case)
     setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
-    limits = _limits(max_states, max_seconds, max_memory, max_depth)
     res = _with_progress(lambda progress: run_witness(setup, case, limits, progress), as_json)
     doc = res.to_json()
     if trace_out is not None and res.verdict == "reached":
@@ -448,16 +450,9 @@ def matrix_limits(command: Callable[..., Any]) -> Callable[..., Any]:
     return limit_options(MATRIX_CELL_CAP, " a cell")(command)
 
 
-def _matrix_limits(
-    max_states: int,
-    max_seconds: float | None,
-    max_memory: int | None,
-    max_depth: int | None,
-    workers: int | None,
-) -> Limits:
+def _check_workers(workers: int | None) -> None:
     if workers is not None and workers < 1:
         raise UsageError("--workers must be positive")
-    return _limits(max_states, max_seconds, max_memory, max_depth)
 
 
 @cli.command()
@@ -470,17 +465,14 @@ def matrix(
     plug: int,
     unplug: int,
     as_json: bool,
-    max_states: int,
-    max_seconds: float | None,
-    max_memory: int | None,
-    max_depth: int | None,
+    limits: Limits,
     workers: int | None,
 ) -> None:
     """Every design × every adversary (plus none and all): verdicts, properties, figures."""
     from smm_hotplug.checker.run import run_matrix
     from smm_hotplug.report.checks import render_matrix
 
-    limits = _matrix_limits(max_states, max_seconds, max_memory, max_depth, workers)
+    _check_workers(workers)
     scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
     results = _with_cell_progress(lambda done: run_matrix(scenario, limits, workers, done=done))
     if as_json:
@@ -518,10 +510,7 @@ def report(
     design_ids: tuple[str, ...],
     attack_ids: tuple[str, ...],
     out: Path,
-    max_states: int,
-    max_seconds: float | None,
-    max_memory: int | None,
-    max_depth: int | None,
+    limits: Limits,
     workers: int | None,
 ) -> None:
     """One self-contained HTML page: the matrix, every shortest attack and the benign hot-add/remove."""
@@ -531,7 +520,7 @@ def report(
     from smm_hotplug.report.html import benign_sections, matrix_table, page, trace_section
 
     scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
-    limits = _matrix_limits(max_states, max_seconds, max_memory, max_depth, workers)
+    _check_workers(workers)
     results = _with_cell_progress(
         lambda done: run_matrix(
             scenario, limits, workers, list(design_ids) or None, list(attack_ids) or None, done=done
