@@ -18,9 +18,11 @@ from smm_hotplug.hw.cpu import (
     WAIT_SIPI,
     Cpu,
 )
-from smm_hotplug.hw.machine import SMM, Platform, set_cpu
 from smm_hotplug.hw.memory import Obj
+from smm_hotplug.hw.platform import Platform
+from smm_hotplug.hw.state import set_cpu
 from smm_hotplug.hw.trace import Log
+from smm_hotplug.hw.views import SMM
 
 # Tiny programs: a handler that relocates to the value in register 0 and RSMs, and a spinner.
 if "test.reloc" not in PROGRAMS:

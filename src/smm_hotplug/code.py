@@ -13,14 +13,13 @@ ports, memory and IPIs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from smm_hotplug.hw.bus import Bus
+from typing import Any
 
 Regs = tuple[Any, ...]
 StepResult = str | tuple[str, Regs] | None
-Step = Callable[["Bus", Regs], StepResult]
+# A step gets the bus of the CPU executing it (hw.bus.Bus; the hardware imports this module,
+# not the other way round) and the program's registers.
+Step = Callable[[Any, Regs], StepResult]
 
 
 class Program:

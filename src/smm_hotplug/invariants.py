@@ -1,8 +1,8 @@
 """The properties every run is checked against.
 
 Two are detected where they happen, inside the hardware model: ``smm-code-integrity`` when a CPU
-in SMM fetches code (hw.machine.Platform.execute) and ``smram-isolation`` when a non-SMM or DMA
-access reaches memory the firmware keeps SMM code or data in (Platform._check_isolation).
+in SMM fetches code (hw.bus.step_program) and ``smram-isolation`` when a non-SMM or DMA access
+reaches memory the firmware keeps SMM code or data in (hw.views).
 ``eject-safe`` is checked the moment the hotplug block ejects a CPU (``eject_monitor``), the
 state invariants after every step (``check_state``), and ``hotplug-completes`` by the drivers:
 the simulator at the end of its schedule, the checker over all schedules.
@@ -11,7 +11,8 @@ the simulator at the end of its schedule, the checker over all schedules.
 from __future__ import annotations
 
 from smm_hotplug.firmware import layout as FW
-from smm_hotplug.hw import mch
+from smm_hotplug.hw import mch, views
+from smm_hotplug.hw.board import Board
 from smm_hotplug.hw.cpu import (
     HALTED,
     RUNNING,
@@ -19,8 +20,9 @@ from smm_hotplug.hw.cpu import (
     SAVE_STATE_START,
     SMI_HANDLER_OFFSET,
 )
-from smm_hotplug.hw.machine import CPU, SMM, Machine, Platform
+from smm_hotplug.hw.state import Machine
 from smm_hotplug.hw.trace import Log
+from smm_hotplug.hw.views import CPU, SMM
 
 PROPERTIES: dict[str, str] = {
     "smm-code-integrity": "no CPU executes in SMM from memory that is not firmware-written",
@@ -35,21 +37,21 @@ PROPERTIES: dict[str, str] = {
 }
 
 
-def firmware_table(plat: Platform, m: Machine) -> list[int]:
+def firmware_table(board: Board, m: Machine) -> list[int]:
     """The firmware's CPU table (CPU_HOT_PLUG_DATA.ApicId[]), read from SMRAM."""
-    lay = FW.smram_layout(plat.cfg)
-    return [plat.mem_read(m, lay.apic_id_slot(i), 8, SMM) for i in range(lay.max_cpus)]
+    lay = FW.smram_layout(board.cfg)
+    return [views.read(board, m, lay.apic_id_slot(i), 8, SMM) for i in range(lay.max_cpus)]
 
 
-def runs_os_code(plat: Platform, m: Machine, slot: int) -> bool:
+def runs_os_code(board: Board, m: Machine, slot: int) -> bool:
     c = m.cpus[slot]
     if c.smm or c.mode not in (RUNNING, HALTED) or c.pc is None:
         return False
-    obj, writer = plat.fetch(m, c.pc[0], CPU)
+    obj, writer = views.fetch(board, m, c.pc[0], CPU)
     return obj is not None and writer == "os"
 
 
-def check_state(plat: Platform, m: Machine, log: Log) -> None:
+def check_state(board: Board, m: Machine, log: Log) -> None:
     """State invariants 3 and 4, after every step."""
     cpus = m.cpus
     in_smm = [(s, c.smbase) for s, c in enumerate(cpus) if c.present and c.smm]
@@ -63,10 +65,10 @@ def check_state(plat: Platform, m: Machine, log: Log) -> None:
                 )
     tseg = None
     for s, c in enumerate(cpus):
-        if not c.present or c.smm or c.mode not in (RUNNING, HALTED) or not runs_os_code(plat, m, s):
+        if not c.present or c.smm or c.mode not in (RUNNING, HALTED) or not runs_os_code(board, m, s):
             continue
         if tseg is None:
-            tseg = mch.tseg_range(m.mch, plat.cfg) or (0, 0)
+            tseg = mch.tseg_range(m.mch, board.cfg) or (0, 0)
         entry = c.smbase + SMI_HANDLER_OFFSET
         if not (tseg[0] <= entry and c.smbase + SAVE_STATE_END <= tseg[1]):
             log.violate("smbase-in-tseg", f"the OS runs cpu{s} with SMBASE 0x{c.smbase:x}, outside TSEG")
@@ -80,11 +82,11 @@ def check_state(plat: Platform, m: Machine, log: Log) -> None:
                 break
 
 
-def eject_monitor(plat: Platform, m: Machine, slot: int, log: Log) -> None:
+def eject_monitor(board: Board, m: Machine, slot: int, log: Log) -> None:
     """Invariant 5, at the moment the hotplug block ejects ``slot``."""
     c = m.cpus[slot]
-    apic = plat.cfg.apic_id(slot)
-    if apic in firmware_table(plat, m):
+    apic = board.cfg.apic_id(slot)
+    if apic in firmware_table(board, m):
         log.violate("eject-safe", f"cpu{slot} (APIC ID {apic}) ejected while the firmware still counts it")
     elif not (c.smm and c.mode == HALTED and not c.intr):
         where = "in SMM" if c.smm else "outside SMM"

@@ -9,9 +9,9 @@ adversaries.  The simulator follows one of them at each step; the checker explor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 from smm_hotplug.designs.catalog import Design
 from smm_hotplug.errors import UsageError
@@ -20,12 +20,11 @@ from smm_hotplug.guest import kernel
 from smm_hotplug.hw import lpc, management
 from smm_hotplug.hw.config import PlatformConfig, platform_config
 from smm_hotplug.hw.cpu import HALTED
-from smm_hotplug.hw.machine import CPU, Machine, Platform
+from smm_hotplug.hw.platform import Platform
+from smm_hotplug.hw.state import Machine
 from smm_hotplug.hw.trace import Log, NullLog
+from smm_hotplug.hw.views import CPU
 from smm_hotplug.invariants import check_state, eject_monitor
-
-if TYPE_CHECKING:
-    from smm_hotplug.adversaries.base import Adversary
 
 PLUG = "plug"
 UNPLUG = "unplug"
@@ -41,6 +40,17 @@ class World(NamedTuple):
     done: int = 0  # management actions performed
     budgets: tuple[int, ...] = ()  # what each adversary may still do
     unplugged: tuple[int, ...] = ()  # slots management asked to unplug, in order
+
+
+class Actor(Protocol):
+    """An adversary as the world sees it (adversaries.base.Actor): a party with a budget of
+    actions, each a transition of the machine.  A timing adversary instead lists the operator
+    waits it removes (``waits_removed``) and whether it adds a re-plug (``replug``)."""
+
+    id: str
+    budget: int
+
+    def moves(self, system: System, w: World, mk: Callable[[], Log]) -> Iterator[tuple[Machine, Log]]: ...
 
 
 class Move(NamedTuple):
@@ -85,7 +95,7 @@ class Scenario:
 class System:
     design: Design
     scenario: Scenario
-    adversaries: tuple[Adversary, ...] = ()
+    adversaries: tuple[Actor, ...] = ()
     # Management waits for the guest to settle between actions unless an adversary
     # (concurrent-plug, unplug-race) takes that freedom away.
     wait_before: frozenset[str] = frozenset({PLUG, UNPLUG, REPLUG})
@@ -231,7 +241,7 @@ class System:
         raise UsageError(f"trace step {actor}/{choice} is not possible from this state")
 
 
-def make_system(design: Design, scenario: Scenario, adversaries: tuple[Adversary, ...] = ()) -> System:
+def make_system(design: Design, scenario: Scenario, adversaries: tuple[Actor, ...] = ()) -> System:
     """The system under a set of adversaries: acting ones become actors, timing ones take away
     the operator's patience (and may add a re-plug to the script)."""
     removed: set[str] = set()

@@ -12,23 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from smm_hotplug.hw.bus import Bus
 from smm_hotplug.hw.cpu import HALTED, RUNNING
-from smm_hotplug.hw.machine import CPU, DMA, Machine
 from smm_hotplug.hw.memory import Obj
+from smm_hotplug.hw.state import Machine
 from smm_hotplug.hw.trace import Log
-
-if TYPE_CHECKING:
-    from smm_hotplug.world import System, World
+from smm_hotplug.hw.views import CPU, DMA
+from smm_hotplug.world import System, World
 
 OS = "os"
 DMA_DEVICE = "dma"
 TIMING = "timing"
 
 # An action: given the system, world and a fresh log, return the new machine (or None).
-Action = Callable[["System", "World", Log], Machine | None]
+Action = Callable[[System, World, Log], Machine | None]
 
 
 @dataclass(frozen=True)

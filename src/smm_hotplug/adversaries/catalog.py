@@ -24,9 +24,10 @@ from smm_hotplug.firmware import layout as FW
 from smm_hotplug.guest import kernel
 from smm_hotplug.hw import cpuhp, mch
 from smm_hotplug.hw.cpu import DM_INIT, DM_SIPI, DM_SMI, SMI_HANDLER_OFFSET, WAIT_SIPI
-from smm_hotplug.hw.machine import CPU, DMA, MCH_DEVFN, RAM, Machine, set_cpu
 from smm_hotplug.hw.memory import Obj
+from smm_hotplug.hw.state import Machine, set_cpu
 from smm_hotplug.hw.trace import Log
+from smm_hotplug.hw.views import CPU, DMA, RAM
 
 PAYLOAD = "os.payload"
 # Properties that assume the OS plays its part of the hotplug protocol.
@@ -218,7 +219,7 @@ class SmramReconfig(Adversary):
         def mch_write(reg, value):
             def act(system, w, log):
                 bus = os_bus(system, w.m, log)
-                bus.pci_write(MCH_DEVFN, reg, 1, value)
+                bus.pci_write(mch.DEVFN, reg, 1, value)
                 return bus.m if bus.m.mch != w.m.mch else None  # D_LCK refused it
 
             return act

@@ -19,8 +19,8 @@ from smm_hotplug.errors import UsageError
 from smm_hotplug.firmware.smm_core import Scan
 from smm_hotplug.guest.kernel import Cscn
 from smm_hotplug.hw.cpu import DEFAULT_SMBASE, SS_RIP, WAIT_SIPI
-from smm_hotplug.hw.machine import CPU, SMM
 from smm_hotplug.hw.trace import NullLog
+from smm_hotplug.hw.views import CPU, SMM
 from smm_hotplug.world import System, World
 
 Predicate = Callable[[System, World], bool]

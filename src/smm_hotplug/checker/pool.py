@@ -11,7 +11,7 @@ cheap (equal parts are the same object, which tuple comparison checks first).
 
 from __future__ import annotations
 
-from smm_hotplug.hw.machine import Machine
+from smm_hotplug.hw.state import Machine
 from smm_hotplug.world import World
 
 _CPUS = Machine._fields.index("cpus")

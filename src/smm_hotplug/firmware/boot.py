@@ -21,7 +21,6 @@ from smm_hotplug.firmware.options import RELOC_FIRST_SMI, RELOC_MSR
 from smm_hotplug.hw import cpuhp, fw_cfg, lpc, mch
 from smm_hotplug.hw.config import MIB, SMI_F_CPU_HOT_UNPLUG, SMI_F_CPU_HOTPLUG
 from smm_hotplug.hw.cpu import ALL_EXCLUDING_SELF, DM_INIT, DM_SIPI, DM_SMI, SS_RIP, SS_SMBASE
-from smm_hotplug.hw.machine import LPC_DEVFN, MCH_DEVFN
 
 OS_ENTRY = 0x100000
 
@@ -57,8 +56,8 @@ def _key(r: Boot, name: str) -> int:
 @boot.step("entry")
 def _pmbase(b, r):
     b.note("firmware: reset vector; programming PMBASE, ACPI_CNTL and SMI_EN")
-    b.pci_write(LPC_DEVFN, lpc.PMBASE, 4, L.PMBASE)
-    b.pci_write(LPC_DEVFN, lpc.ACPI_CTRL, 1, lpc.ACPI_CTRL_ACPI_EN)
+    b.pci_write(lpc.DEVFN, lpc.PMBASE, 4, L.PMBASE)
+    b.pci_write(lpc.DEVFN, lpc.ACPI_CTRL, 1, lpc.ACPI_CTRL_ACPI_EN)
     b.out(L.PMBASE + lpc.SMI_EN, 4, lpc.SMI_EN_APMC_EN | 1)  # APMC_EN | GBL_SMI_EN
     return "cpuhp_modern", Boot()
 
@@ -119,8 +118,8 @@ def _smi_ok(b, r: Boot):
 def _tseg(b, r: Boot):
     fwcfg_dma(b, (fw_cfg.KEY_RAM_SIZE << 16) | fw_cfg.DMA_CTL_SELECT | fw_cfg.DMA_CTL_READ, 8, L.DMA_BUF)
     ram = struct.unpack("<Q", b.rd_bytes(L.DMA_BUF, 8))[0]
-    b.pci_write(MCH_DEVFN, mch.EXT_TSEG_MBYTES, 2, mch.EXT_TSEG_QUERY)
-    ext = b.pci_read(MCH_DEVFN, mch.EXT_TSEG_MBYTES, 2)
+    b.pci_write(mch.DEVFN, mch.EXT_TSEG_MBYTES, 2, mch.EXT_TSEG_QUERY)
+    ext = b.pci_read(mch.DEVFN, mch.EXT_TSEG_MBYTES, 2)
     lay = L.smram_layout(b.cfg)
     low = min(ram, 0x80000000 if ram >= 0xB0000000 else 0xB0000000)
     assert lay.tseg_size == (ext if ext not in (0, 0xFFFF) else 8) * MIB and lay.tseg_end == low
@@ -141,8 +140,8 @@ def _tseg(b, r: Boot):
 def _tseg_enable(b, r: Boot):
     lay = L.smram_layout(b.cfg)
     size_bits = mch.ESMRAMC_TSEG_SZ_EXT if b.cfg.ext_tseg_mb else mch.ESMRAMC_TSEG_SZ_8MB
-    b.pci_write(MCH_DEVFN, mch.ESMRAMC, 1, mch.ESMRAMC_T_EN | size_bits)
-    b.pci_write(MCH_DEVFN, mch.SMRAM, 1, mch.SMRAM_G_SMRAME | mch.SMRAM_C_BASE_SEG)
+    b.pci_write(mch.DEVFN, mch.ESMRAMC, 1, mch.ESMRAMC_T_EN | size_bits)
+    b.pci_write(mch.DEVFN, mch.SMRAM, 1, mch.SMRAM_G_SMRAME | mch.SMRAM_C_BASE_SEG)
     b.claim_smram(lay.tseg_base, lay.tseg_size)
     return "ap_init"
 
@@ -203,8 +202,8 @@ def _reloc_wait(b, r: Boot):
 def _restore(b, r: Boot):
     # Put back what was at 0x38000 before the relocation stub (nothing, on a fresh boot).
     b.wr_many([(L.FIRST_SMI_HANDLER + i, 8, 0) for i in range(0, 0x100, 8)])
-    b.pci_write(MCH_DEVFN, mch.F_SMBASE, 1, mch.F_SMBASE_QUERY)
-    window = b.pci_read(MCH_DEVFN, mch.F_SMBASE, 1) == mch.F_SMBASE_IN_RAM
+    b.pci_write(mch.DEVFN, mch.F_SMBASE, 1, mch.F_SMBASE_QUERY)
+    window = b.pci_read(mch.DEVFN, mch.F_SMBASE, 1) == mch.F_SMBASE_IN_RAM
     b.note("firmware: SMRAM at default SMBASE " + ("present" if window else "absent"))
     return "hotplug_install", r._replace(window=window)
 
@@ -234,9 +233,9 @@ def _ready_to_lock(b, r: Boot):
 @boot.step("lock")
 def _lock(b, r: Boot):
     if r.window and b.opt.lock_window:
-        b.pci_write(MCH_DEVFN, mch.F_SMBASE, 1, mch.F_SMBASE_LCK)
+        b.pci_write(mch.DEVFN, mch.F_SMBASE, 1, mch.F_SMBASE_LCK)
     if b.opt.lock_smram:
-        b.pci_write(MCH_DEVFN, mch.SMRAM, 1, mch.SMRAM_D_LCK | mch.SMRAM_G_SMRAME | mch.SMRAM_C_BASE_SEG)
+        b.pci_write(mch.DEVFN, mch.SMRAM, 1, mch.SMRAM_D_LCK | mch.SMRAM_G_SMRAME | mch.SMRAM_C_BASE_SEG)
     return "handoff", r
 
 

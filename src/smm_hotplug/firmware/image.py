@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from smm_hotplug.code import PROGRAMS
 from smm_hotplug.firmware import boot, first_smi, smm_core  # noqa: F401  (registers programs)
-from smm_hotplug.hw.machine import ROM_BASE
 from smm_hotplug.hw.memory import Obj
+from smm_hotplug.hw.views import ROM_BASE
 
 RESET_PC = (ROM_BASE, "entry")
 

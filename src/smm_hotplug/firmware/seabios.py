@@ -18,7 +18,6 @@ from __future__ import annotations
 from smm_hotplug.code import program
 from smm_hotplug.hw import lpc, mch
 from smm_hotplug.hw.cpu import SS_SMBASE
-from smm_hotplug.hw.machine import LPC_DEVFN, MCH_DEVFN
 
 PMBASE = 0x600
 BUILD_SMM_INIT_HANDLER = 0x38000
@@ -31,11 +30,11 @@ boot = program("seabios.boot", "firmware", size=0x10000, doc="SeaBIOS-like boot 
 
 @boot.step("entry")
 def _apmc_setup(b, r):
-    b.pci_write(LPC_DEVFN, lpc.PMBASE, 4, PMBASE | 1)
-    b.pci_write(LPC_DEVFN, lpc.ACPI_CTRL, 1, lpc.ACPI_CTRL_ACPI_EN)
+    b.pci_write(lpc.DEVFN, lpc.PMBASE, 4, PMBASE | 1)
+    b.pci_write(lpc.DEVFN, lpc.ACPI_CTRL, 1, lpc.ACPI_CTRL_ACPI_EN)
     b.out(PMBASE + lpc.SMI_EN, 4, lpc.SMI_EN_APMC_EN | lpc.SMI_EN_GBL_SMI_EN)
-    pmcon = b.pci_read(LPC_DEVFN, lpc.GEN_PMCON_1, 2)
-    b.pci_write(LPC_DEVFN, lpc.GEN_PMCON_1, 2, pmcon | lpc.GEN_PMCON_1_SMI_LOCK)
+    pmcon = b.pci_read(lpc.DEVFN, lpc.GEN_PMCON_1, 2)
+    b.pci_write(lpc.DEVFN, lpc.GEN_PMCON_1, 2, pmcon | lpc.GEN_PMCON_1_SMI_LOCK)
     b.install(BUILD_SMM_INIT_HANDLER, "seabios.smm_init")
     b.install(BUILD_SMM_SMBASE + 0x8000, "seabios.smm")
     return "relocate"
@@ -51,7 +50,7 @@ def _relocate(b, r):
 def _restore(b, r):
     lo, hi = ZONE_TMP_LOW
     b.erase(lo, hi - lo)  # takes the relocation handler at 0x38000 with it
-    b.pci_write(MCH_DEVFN, mch.SMRAM, 1, mch.SMRAM_C_BASE_SEG | mch.SMRAM_G_SMRAME)
+    b.pci_write(mch.DEVFN, mch.SMRAM, 1, mch.SMRAM_C_BASE_SEG | mch.SMRAM_G_SMRAME)
     return "halt"
 
 

@@ -13,8 +13,8 @@ from typing import NamedTuple
 from smm_hotplug.code import program
 from smm_hotplug.firmware import layout as FW
 from smm_hotplug.hw import cpuhp, lpc
+from smm_hotplug.hw.apic import SCI_VECTOR
 from smm_hotplug.hw.cpu import DM_FIXED, DM_INIT, DM_SIPI
-from smm_hotplug.hw.machine import SCI_VECTOR
 
 OS_ENTRY = 0x100000
 OS_IRQ = 0x110000

@@ -4,26 +4,29 @@ Software (firmware, guest OS, adversary payloads) sees the platform only through
 through the CPU's current view, I/O ports, local APIC IPIs, and the few CPU instructions that
 matter here (RSM, HLT, CLI/STI, LIDT, IRET, far jumps, WRMSR of an SMBASE MSR where a design has
 one).  Every write carries the provenance of the code performing it.
+
+``step_program`` runs one step of the program a CPU is executing with such a bus; the CPU core
+(hw.core) decides when a CPU executes and performs an RSM the step asked for.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from smm_hotplug.code import PROGRAMS, Regs, StepResult
-from smm_hotplug.hw.cpu import HALTED, WAIT_SIPI
+from smm_hotplug.hw import apic, machine, views
+from smm_hotplug.hw.board import Board
+from smm_hotplug.hw.cpu import HALTED, RUNNING, WAIT_SIPI
 from smm_hotplug.hw.memory import Obj
-
-if TYPE_CHECKING:
-    from smm_hotplug.hw.machine import Machine, Platform
-    from smm_hotplug.hw.trace import Log
+from smm_hotplug.hw.state import Machine, set_cpu
+from smm_hotplug.hw.trace import Log, NullLog
 
 
 class Bus:
-    __slots__ = ("_changes", "_jump", "_transferred", "log", "m", "owner", "plat", "prog", "slot")
+    __slots__ = ("_changes", "_jump", "board", "log", "m", "owner", "prog", "rsm_requested", "slot")
 
-    def __init__(self, plat: Platform, m: Machine, slot: int, log: Log, owner: str, prog: str) -> None:
-        self.plat = plat
+    def __init__(self, board: Board, m: Machine, slot: int, log: Log, owner: str, prog: str) -> None:
+        self.board = board
         self.m = m
         self.slot = slot
         self.log = log
@@ -31,22 +34,22 @@ class Bus:
         self.prog = prog
         self._changes: dict[str, Any] = {}
         self._jump: tuple[int, str, Regs] | None = None
-        self._transferred = False
+        self.rsm_requested = False  # the step executed RSM (hw.core performs it)
 
     # -- identity ----------------------------------------------------------------------------
     @property
     def opt(self) -> Any:
         """Build options of the software image (firmware switches, OS behaviour)."""
-        return self.plat.software
+        return self.board.software
 
     @property
     def cfg(self) -> Any:
-        return self.plat.cfg
+        return self.board.cfg
 
     @property
     def apic_id(self) -> int:
         """CPUID: this CPU's initial APIC ID."""
-        return self.plat.cfg.apic_id(self.slot)
+        return self.board.cfg.apic_id(self.slot)
 
     @property
     def smm(self) -> bool:
@@ -62,13 +65,11 @@ class Bus:
         return f"cpu{self.slot}"
 
     def _view(self) -> str:
-        from smm_hotplug.hw.machine import CPU, SMM
-
-        return SMM if self.smm else CPU
+        return views.SMM if self.smm else views.CPU
 
     # -- memory ------------------------------------------------------------------------------
     def rd(self, addr: int, size: int = 4) -> int:
-        value = self.plat.mem_read(self.m, addr, size, self._view(), self.log)
+        value = views.read(self.board, self.m, addr, size, self._view(), self.log)
         if self.log.record:
             self.log.add(
                 "mem",
@@ -88,27 +89,25 @@ class Bus:
                 detail=True,
                 data=("write", addr, self.owner),
             )
-        self.m = self.plat.mem_write(self.m, addr, size, value, self._view(), self.owner, self.log)
+        self.m = views.write(self.board, self.m, addr, size, value, self._view(), self.owner, self.log)
 
     def fill(self, addr: int, size: int, byte: int) -> None:
         """REP STOSB: ``size`` bytes of ``byte``."""
-        self.m = self.plat.mem_fill(self.m, addr, size, byte, self._view(), self.owner, self.log)
+        self.m = views.fill(self.board, self.m, addr, size, byte, self._view(), self.owner, self.log)
 
     def erase(self, addr: int, size: int) -> None:
         """Zero RAM the way firmware clears its scratch areas (the bytes keep no author)."""
-        from smm_hotplug.hw.machine import RAM
-
-        kind, end = self.plat.decode(self.m, addr, self._view())
-        if kind == RAM and addr + size <= end:
+        kind, end = views.decode(self.board, self.m, addr, self._view())
+        if kind == views.RAM and addr + size <= end:
             self.m = self.m._replace(mem=self.m.mem.erase(addr, size))
 
     def cmpxchg(self, addr: int, size: int, expect: int, new: int) -> bool:
         """LOCK CMPXCHG: atomic compare-and-swap; True when the swap happened."""
         view = self._view()
-        cur = self.plat.mem_read(self.m, addr, size, view, self.log)
+        cur = views.read(self.board, self.m, addr, size, view, self.log)
         ok = cur == expect
         if ok:
-            self.m = self.plat.mem_write(self.m, addr, size, new, view, self.owner, self.log)
+            self.m = views.write(self.board, self.m, addr, size, new, view, self.owner, self.log)
         if self.log.record:
             self.log.add(
                 "mem",
@@ -127,18 +126,18 @@ class Bus:
         anything a snapshot would not.
         """
         view = self._view()
-        return [self.plat.mem_read(self.m, a, size, view, self.log) for a in addrs]
+        return [views.read(self.board, self.m, a, size, view, self.log) for a in addrs]
 
     def rd_bytes(self, addr: int, length: int) -> bytes:
         """Read a private buffer (e.g. what fw_cfg DMA just delivered) in one go."""
-        value = self.plat.mem_read(self.m, addr, length, self._view(), self.log)
+        value = views.read(self.board, self.m, addr, length, self._view(), self.log)
         return value.to_bytes(length, "little")
 
     def wr_many(self, writes: list[tuple[int, int, int]]) -> None:
         """Several writes to data only this code touches at this point (see rd_many)."""
         view = self._view()
         for addr, size, value in writes:
-            self.m = self.plat.mem_write(self.m, addr, size, value, view, self.owner, self.log)
+            self.m = views.write(self.board, self.m, addr, size, value, view, self.owner, self.log)
 
     def timed_out(self, apic_id: int, waits_in: frozenset[str]) -> bool:
         """Has a timed wait for the CPU ``apic_id`` expired?
@@ -148,7 +147,7 @@ class Bus:
         gone, waits for SIPI, will not take an SMI, or is in SMM but busy in code other than
         ``waits_in`` (under fair timing a live CPU answers well within the timeout).
         """
-        cfg = self.plat.cfg
+        cfg = self.board.cfg
         for slot, c in enumerate(self.m.cpus):
             if not c.present or cfg.apic_id(slot) != apic_id:
                 continue
@@ -158,7 +157,7 @@ class Bus:
                 return not c.smi
             if c.pc is None:
                 return True
-            obj = self.plat.mem_object(self.m, c.pc[0], "smm")
+            obj = views.object_at(self.board, self.m, c.pc[0], views.SMM)
             if obj is None or obj.value not in waits_in:
                 return True
             return c.mode == HALTED  # parked, or stopped on a fatal error
@@ -172,24 +171,25 @@ class Bus:
         stuck in SMM (blocked, e.g. knocking on a gate nobody opens) does not hold the delay up,
         just as a real sender would not wait longer than 10 ms for it.
         """
-        cfg = self.plat.cfg
+        cfg = self.board.cfg
         for slot, c in enumerate(self.m.cpus):
             if not c.present or cfg.apic_id(slot) != apic_id:
                 continue
             if not c.smm:
                 return not c.init
-            from smm_hotplug.hw.trace import NullLog
-
-            return self.plat.cpu_step(self.m, slot, NullLog()) is None
+            # In SMM a CPU takes no event but an INIT it is not made to hold (hw.apic).
+            if c.init and apic.pending(self.board, self.m, slot) == apic.TAKE_INIT:
+                return False
+            return c.mode != RUNNING or step_program(self.board, self.m, slot, NullLog()) is None
         return True
 
     def rd_obj(self, addr: int) -> Obj | None:
         """Read a symbolic value (e.g. a saved RIP) as the object stored there."""
-        return self.plat.mem_object(self.m, addr, self._view())
+        return views.object_at(self.board, self.m, addr, self._view())
 
     def put_sym(self, addr: int, value: object, size: int) -> None:
         obj = Obj("sym", value, size, self.owner)
-        self.m = self.plat.mem_put(self.m, addr, obj, self._view(), self.log)
+        self.m = views.put(self.board, self.m, addr, obj, self._view(), self.log)
 
     def install(self, addr: int, program: str) -> None:
         """Copy a program's code to ``addr`` (its bytes get this code's provenance)."""
@@ -202,26 +202,24 @@ class Bus:
                 detail=True,
                 data=("write", addr, self.owner),
             )
-        self.m = self.plat.mem_put(
-            self.m, addr, Obj("code", program, prog.size, self.owner), self._view(), self.log
-        )
+        obj = Obj("code", program, prog.size, self.owner)
+        self.m = views.put(self.board, self.m, addr, obj, self._view(), self.log)
 
     def load_image(self) -> None:
         """Boot loader: copy the OS image from disk into RAM (its bytes are the OS's)."""
-        for addr, program in self.plat.disk:
+        for addr, program in self.board.disk:
             prog = PROGRAMS[program]
-            self.m = self.plat.mem_put(
-                self.m, addr, Obj("code", program, prog.size, "os"), self._view(), self.log
-            )
+            obj = Obj("code", program, prog.size, "os")
+            self.m = views.put(self.board, self.m, addr, obj, self._view(), self.log)
         self.log.add("fw", self.actor, "boot loader: OS image loaded")
 
     # -- ports ---------------------------------------------------------------------------------
     def inp(self, port: int, size: int = 1) -> int:
-        self.m, value = self.plat.io_read(self.m, port, size, self.slot, self.actor, self.log)
+        self.m, value = machine.io_read(self.board, self.m, port, size, self.slot, self.actor, self.log)
         return value
 
     def out(self, port: int, size: int, value: int) -> None:
-        self.m = self.plat.io_write(self.m, port, size, value, self.slot, self.actor, self.log)
+        self.m = machine.io_write(self.board, self.m, port, size, value, self.slot, self.actor, self.log)
 
     def pci_write(self, devfn: tuple[int, int, int], reg: int, size: int, value: int) -> None:
         """Config mechanism #1: address to 0xcf8, then data at 0xcfc (+ reg & 3)."""
@@ -237,15 +235,15 @@ class Bus:
 
     # -- local APIC ------------------------------------------------------------------------------
     def ipi(self, dest: int, mode: int, vector: int = 0) -> None:
-        self.m = self.plat.send_ipi(self.m, self.slot, dest, mode, vector, self.log)
+        self.m = apic.send_ipi(self.board, self.m, self.slot, dest, mode, vector, self.log)
 
     # -- instructions ------------------------------------------------------------------------------
     def rsm(self) -> None:
+        """RSM, the step's last instruction: the core leaves SMM after the step."""
         if not self.smm:
             self.log.add("cpu", self.actor, "RSM outside SMM: #UD")
             return
-        self.m = self.plat.rsm(self.m, self.slot, self.log)
-        self._transferred = True
+        self.rsm_requested = True
 
     def hlt(self) -> None:
         self._changes["mode"] = HALTED
@@ -273,7 +271,7 @@ class Bus:
 
     def wrmsr_smbase(self, value: int) -> bool:
         """WRMSR to an SMBASE MSR.  Only where the design makes it writable outside SMM."""
-        if not self.plat.cfg.hw.smbase_msr_writable and not self.smm:
+        if not self.board.cfg.hw.smbase_msr_writable and not self.smm:
             self.log.add("cpu", self.actor, "WRMSR SMBASE outside SMM: #GP")
             return False
         self.log.add("cpu", self.actor, f"WRMSR SMBASE <- 0x{value:x}")
@@ -293,15 +291,13 @@ class Bus:
 
     # -- completion --------------------------------------------------------------------------------
     def finish(self, result: StepResult) -> Machine:
-        from smm_hotplug.hw.machine import set_cpu
-
         assert result is not None
         if isinstance(result, str):
             label, regs = result, None
         else:
             label, regs = result
         cpu = self.m.cpus[self.slot]
-        if self._transferred:
+        if self.rsm_requested:
             return self.m
         if cpu.pc is None:
             return self.m
@@ -315,3 +311,31 @@ class Bus:
             if regs is not None:
                 changes["regs"] = regs
         return set_cpu(self.m, self.slot, cpu._replace(**changes))
+
+
+def step_program(board: Board, m: Machine, slot: int, log: Log) -> tuple[Machine, bool] | None:
+    """One step of the program the CPU in ``slot`` executes: fetch (checking that SMM runs only
+    firmware-written code), run the labelled step with a bus, apply what it did.  Returns the
+    new machine and whether the step executed RSM; None when the step cannot proceed yet."""
+    c = m.cpus[slot]
+    assert c.pc is not None
+    base, label = c.pc
+    view = views.SMM if c.smm else views.CPU
+    obj, writer = views.fetch(board, m, base, view)
+    if c.smm and writer != "firmware":
+        what = obj.value if obj is not None else "data"
+        log.violate(
+            "smm-code-integrity",
+            f"cpu{slot} executes {what} at 0x{base:x} in SMM, written by {writer or 'nobody'}",
+        )
+    prog = PROGRAMS.get(obj.value) if obj is not None else None  # type: ignore[arg-type]
+    step = prog.steps.get(label) if prog is not None else None
+    if step is None:
+        log.add("cpu", f"cpu{slot}", f"executes non-code at 0x{base:x}: shutdown")
+        return set_cpu(m, slot, c._replace(mode=HALTED, intr=False, pc=None)), False
+    assert prog is not None
+    bus = Bus(board, m, slot, log, writer or "unknown", prog.name)
+    result = step(bus, c.regs)
+    if result is None:
+        return None
+    return bus.finish(result), bus.rsm_requested

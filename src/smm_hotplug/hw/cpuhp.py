@@ -3,11 +3,19 @@
 Legacy interface: a 32-byte read-only bitmap of present APIC IDs (hw/acpi/cpu_hotplug.c);
 writing 0 to its first byte switches, one way, to the modern 12-byte interface
 (docs/specs/acpi_cpu_hotplug.rst, hw/acpi/cpu.c).  Nothing here is reset by a system reset.
+
+The device's state, its register blocks (``LEGACY_OPS``, ``MODERN_OPS``) and the hooks the
+machine runs on plug and unplug.  It sees the rest of the machine only through its links:
+the configuration (APIC IDs) and which slots hold a CPU (QEMU's AcpiCpuStatus.cpu).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from smm_hotplug.hw.config import PlatformConfig
+from smm_hotplug.hw.effects import NONE, Effects, Eject, Note
+from smm_hotplug.hw.iospace import Ops
 
 BASE = 0x0CD8
 LEGACY_LEN = 32  # ACPI_GPE_PROC_LEN
@@ -107,3 +115,95 @@ def ost_of(hp: CpuHp, slot: int) -> tuple[int, int]:
         if s == slot:
             return e, st
     return 0, 0
+
+
+# -- hooks the machine runs (acpi_cpu_plug_cb, acpi_cpu_unplug_request_cb) ----------------------
+def plug_cb(hp: CpuHp, slot: int) -> CpuHp:
+    """A CPU was plugged into ``slot``: an insert event (the legacy bitmap just shows it)."""
+    return hp._replace(insert=set_bit(hp.insert, slot, True)) if hp.modern else hp
+
+
+def unplug_request_cb(hp: CpuHp, slot: int) -> CpuHp:
+    return hp._replace(remove=set_bit(hp.remove, slot, True))
+
+
+# -- registers ---------------------------------------------------------------------------------
+class Links(NamedTuple):
+    cfg: PlatformConfig
+    present: int  # bit per slot that holds a CPU
+
+
+def legacy_read(hp: CpuHp, links: Links, offset: int, size: int) -> tuple[CpuHp, int, Effects]:
+    ids = links.cfg.apic_ids
+    present = frozenset(ids[s] for s in range(len(ids)) if has(links.present, s))
+    return hp, legacy_read_byte(present, offset), NONE
+
+
+def legacy_write(hp: CpuHp, links: Links, offset: int, size: int, value: int) -> tuple[CpuHp, Effects]:
+    """Writing 0 to the first byte switches to the modern interface (acpi_switch_to_modern_cphp)."""
+    if offset == 0 and value == 0:
+        modern = initial(links.cfg.max_cpus, False)._replace(modern=True, smbase_regs=hp.smbase_regs)
+        return modern, (Note("hw", "CPU hotplug block switched to the modern interface"),)
+    return hp, NONE
+
+
+def read(hp: CpuHp, links: Links, offset: int, size: int) -> tuple[CpuHp, int, Effects]:
+    """cpu_hotplug_rd: everything reads 0 while the selector names no CPU."""
+    cfg = links.cfg
+    sel = hp.selector
+    if sel >= cfg.max_cpus:
+        return hp, 0, NONE
+    if offset == FLAGS:
+        return hp, flags(hp, sel, has(links.present, sel)), NONE
+    if offset == DATA:
+        if hp.command == CMD_GET_NEXT_WITH_EVENT:
+            return hp, sel, NONE
+        if hp.command == CMD_GET_ARCH_ID:
+            return hp, cfg.apic_id(sel) & 0xFFFFFFFF, NONE
+        return hp, 0, NONE
+    if offset == SELECTOR and hp.command == CMD_GET_ARCH_ID:  # command data 2
+        return hp, cfg.apic_id(sel) >> 32, NONE
+    return hp, 0, NONE
+
+
+def write(hp: CpuHp, links: Links, offset: int, size: int, value: int) -> tuple[CpuHp, Effects]:
+    """cpu_hotplug_wr."""
+    n = links.cfg.max_cpus
+    if offset == SELECTOR:
+        return hp._replace(selector=value), NONE
+    sel = hp.selector
+    if sel >= n:
+        return hp, NONE
+    if offset == FLAGS:
+        # One action per write, the first bit that is set wins.
+        if value & F_INSERT:
+            return hp._replace(insert=set_bit(hp.insert, sel, False)), NONE
+        if value & F_REMOVE:
+            return hp._replace(remove=set_bit(hp.remove, sel, False)), NONE
+        occupied = sel != 0 and has(links.present, sel)  # the boot CPU is never ejected
+        if value & F_EJECT:
+            if not occupied:
+                return hp, NONE
+            return hp._replace(fw_remove=set_bit(hp.fw_remove, sel, False)), (Eject(sel),)
+        if value & F_FW_REMOVE and occupied:
+            return hp._replace(fw_remove=set_bit(hp.fw_remove, sel, True)), NONE
+        return hp, NONE
+    if offset == COMMAND:
+        if value < CMD_MAX:
+            hp = hp._replace(command=value)
+            if value == CMD_GET_NEXT_WITH_EVENT:
+                hp = hp._replace(selector=next_with_event(hp, n))
+        return hp, NONE
+    if offset == DATA:
+        if hp.command == CMD_OST_EVENT:
+            return set_ost(hp, sel, event=value), NONE
+        if hp.command == CMD_OST_STATUS:
+            hp = set_ost(hp, sel, status=value)
+            event, status = ost_of(hp, sel)
+            text = f"ACPI_DEVICE_OST slot {sel} event 0x{event:x} status 0x{status:x}"
+            return hp, (Note("qmp", text, data=("ACPI_DEVICE_OST", sel, event, status)),)
+    return hp, NONE
+
+
+LEGACY_OPS = Ops("acpi-cpu-hotplug-legacy", LEGACY_LEN, legacy_read, legacy_write, valid_max=1)
+MODERN_OPS = Ops("acpi-cpu-hotplug", MODERN_LEN, read, write)

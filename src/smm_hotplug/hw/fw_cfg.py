@@ -1,17 +1,24 @@
 """QEMU fw_cfg (x86 I/O interface): selector 0x510, data 0x511, DMA address 0x514/0x518.
 
-From QEMU hw/nvram/fw_cfg.c and docs/specs/fw_cfg.rst (7.2), with the file catalogue a
-`-machine q35,smm=on` guest sees (observed on Debian's QEMU 7.2).  Only what the firmware
-model and the SMI negotiation need has real contents; the ACPI/SMBIOS blobs and option ROMs
-QEMU generates are listed with QEMU's names and sizes and read as zeros (not modelled).
+The device's state, its two port blocks (``PORT_OPS``, ``DMA_OPS``), selection, and its DMA
+engine (``dma_transfer``), which moves data through whatever DMA view the machine gives it.
+The SMI feature files belong to the LPC: selecting features-ok and writing requested-features
+are returned as effects for their owner.  From QEMU hw/nvram/fw_cfg.c and docs/specs/fw_cfg.rst
+(7.2), with the file catalogue a `-machine q35,smm=on` guest sees (observed on Debian's QEMU
+7.2).  Only what the firmware model and the SMI negotiation need has real contents; the
+ACPI/SMBIOS blobs and option ROMs QEMU generates are listed with QEMU's names and sizes and
+read as zeros (not modelled).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from smm_hotplug.hw.config import PlatformConfig
+from smm_hotplug.hw.effects import NONE, Effects, FileSelected, FileWritten, Note, StartDma
+from smm_hotplug.hw.iospace import Ops
+from smm_hotplug.hw.lpc import FILE_FEATURES_OK, FILE_REQUESTED, FILE_SUPPORTED
 
 PORT_SELECTOR = 0x510
 PORT_DATA = 0x511
@@ -50,9 +57,8 @@ E820_RESERVED = 2
 HT_RESERVED_BASE = 0xFD_0000_0000
 HT_RESERVED_SIZE = 0x3_0000_0000
 
-FILE_SUPPORTED = "etc/smi/supported-features"
-FILE_REQUESTED = "etc/smi/requested-features"
-FILE_FEATURES_OK = "etc/smi/features-ok"
+# Files with a select callback or writable by the guest (fw_cfg_add_file_callback).
+SELECT_CALLBACK_FILES = frozenset({FILE_FEATURES_OK})
 WRITABLE_FILES = frozenset({FILE_REQUESTED})
 
 
@@ -167,3 +173,136 @@ def file_name(cfg: PlatformConfig, key: int) -> str | None:
 def max_entry() -> int:
     # FW_CFG_MAX_ENTRY for x86 (FW_CFG_FILE_FIRST + fw_cfg_file_slots, 0x20 files).
     return KEY_FILE_FIRST + 0x20
+
+
+# -- the device's registers ------------------------------------------------------------------
+class Links(NamedTuple):
+    """What the machine links into fw_cfg: the configuration its items describe, and the
+    contents of the SMI feature files (the LPC's state; see ``lpc.smi_files``)."""
+
+    cfg: PlatformConfig
+    smi: tuple[int, int, int]
+
+
+def select(fc: FwCfg, cfg: PlatformConfig, key: int) -> tuple[FwCfg, Effects]:
+    """fw_cfg_select: a key beyond the table selects nothing."""
+    if (key & ENTRY_MASK) >= max_entry():
+        return fc._replace(entry=INVALID, offset=0), NONE
+    fc = fc._replace(entry=key, offset=0)
+    name = file_name(cfg, key)
+    return fc, ((FileSelected(name),) if name in SELECT_CALLBACK_FILES else NONE)
+
+
+def _current(fc: FwCfg, links: Links) -> bytes | None:
+    if fc.entry == INVALID:
+        return None
+    return item(links.cfg, fc.entry, links.smi)
+
+
+def port_read(fc: FwCfg, links: Links, offset: int, size: int) -> tuple[FwCfg, int, Effects]:
+    """Data byte at the current offset (fw_cfg_comb_read answers data at either port)."""
+    data = _current(fc, links)
+    if data is None or fc.offset >= len(data):
+        return fc, 0, NONE
+    return fc._replace(offset=fc.offset + 1), data[fc.offset], NONE
+
+
+def port_write(fc: FwCfg, links: Links, offset: int, size: int, value: int) -> tuple[FwCfg, Effects]:
+    if size == 2 and offset == 0:
+        return select(fc, links.cfg, value)
+    return fc, NONE  # byte writes to the data port are ignored (QEMU 2.4+)
+
+
+def dma_read(fc: FwCfg, links: Links, offset: int, size: int) -> tuple[FwCfg, int, Effects]:
+    """The DMA address register reads back the "QEMU CFG" signature (big endian)."""
+    shift = (8 - offset - size) * 8
+    return fc, (DMA_SIGNATURE >> shift) & ((1 << (8 * size)) - 1), NONE
+
+
+def dma_write(fc: FwCfg, links: Links, offset: int, size: int, value: int) -> tuple[FwCfg, Effects]:
+    """Writing the low half (or all 64 bits at once) starts the transfer."""
+    if size == 4 and offset == 0:
+        return fc._replace(dma_addr=value << 32), NONE
+    if size == 4 and offset == 4:
+        return fc._replace(dma_addr=0), (StartDma(fc.dma_addr | value),)
+    if size == 8 and offset == 0:
+        return fc._replace(dma_addr=0), (StartDma(value),)
+    return fc, NONE
+
+
+# fw_cfg_comb_valid: bytes at either port, 16 bits only as a selector write.
+PORT_OPS = Ops(
+    "fwcfg",
+    2,
+    port_read,
+    port_write,
+    accepts=lambda off, size, w: size == 1 or (w and size == 2 and off == 0),
+)
+# fw_cfg_dma_mem_valid: reads of any size, writes of 32 bits at 0/4 or 64 bits at 0.
+DMA_OPS = Ops(
+    "fwcfg.dma",
+    8,
+    dma_read,
+    dma_write,
+    valid_max=8,
+    impl_max=8,
+    big_endian=True,
+    accepts=lambda off, size, w: not w or (size == 4 and off in (0, 4)) or (size == 8 and off == 0),
+)
+
+
+# -- the DMA engine (fw_cfg_dma_transfer) ----------------------------------------------------------
+class DmaHost(Protocol):
+    """The machine's side of a transfer: guest memory through the DMA view, the device's
+    current links, and the application of effects as they happen."""
+
+    def read(self, addr: int, size: int) -> int: ...
+    def write(self, addr: int, size: int, value: int) -> None: ...
+    def fill(self, addr: int, size: int, byte: int) -> None: ...
+    def links(self) -> Links: ...
+    def apply(self, effects: Effects) -> None: ...
+
+
+def dma_transfer(fc: FwCfg, desc_addr: int, host: DmaHost) -> FwCfg:
+    """Read the FWCfgDmaAccess descriptor at ``desc_addr``, move the data, write back the status."""
+    raw = host.read(desc_addr, 16).to_bytes(16, "little")
+    control, length, address = struct.unpack(">IIQ", raw)
+    cfg = host.links().cfg
+    if control & DMA_CTL_SELECT:
+        fc, effects = select(fc, cfg, control >> 16)
+        host.apply(effects)
+    read = write = False
+    if control & DMA_CTL_READ:
+        read = True
+    elif control & DMA_CTL_WRITE:
+        write = True
+    elif not control & DMA_CTL_SKIP:
+        length = 0
+    status = 0
+    name = file_name(cfg, fc.entry) if fc.entry != INVALID else None
+    while length > 0 and not status & DMA_CTL_ERROR:
+        data = _current(fc, host.links())
+        if data is None or fc.offset >= len(data):
+            n = length
+            if read:
+                host.fill(address, n, 0)
+            if write:
+                status |= DMA_CTL_ERROR
+        else:
+            n = min(length, len(data) - fc.offset)
+            if read:
+                host.write(address, n, int.from_bytes(data[fc.offset : fc.offset + n], "little"))
+            if write:
+                if name not in WRITABLE_FILES or n != length:
+                    status |= DMA_CTL_ERROR
+                else:
+                    assert name is not None
+                    blob = host.read(address, n).to_bytes(n, "little")
+                    host.apply((FileWritten(name, fc.offset, blob),))
+            fc = fc._replace(offset=fc.offset + n)
+        address += n
+        length -= n
+    host.write(desc_addr, 4, int.from_bytes(struct.pack(">I", status), "little"))
+    kind = "write" if write else "read" if read else "skip"
+    host.apply((Note("io", f"fw_cfg DMA {kind} {name or hex(fc.entry)} status 0x{status:x}", detail=True),))
+    return fc

@@ -15,17 +15,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-ReadFn = Callable[[Any, int, int], tuple[Any, int]]  # (state, offset, size) -> (state, value)
-WriteFn = Callable[[Any, int, int, int], Any]  # (state, offset, size, value) -> state
+# A device's handlers (hw.effects): pure functions of the device state and its links.
+DeviceRead = Callable[
+    [Any, Any, int, int], tuple[Any, int, Any]
+]  # (state, links, off, size) -> (state, value, effects)
+DeviceWrite = Callable[
+    [Any, Any, int, int, int], tuple[Any, Any]
+]  # (state, links, off, size, value) -> (state, effects)
+# What the dispatcher calls: the machine's adapter around a device's handlers.
+ReadFn = Callable[[Any, int, int], tuple[Any, int]]  # (access, offset, size) -> (access, value)
+WriteFn = Callable[[Any, int, int, int], Any]  # (access, offset, size, value) -> access
 
 
 @dataclass(frozen=True)
-class Region:
+class Ops:
+    """A device's register block as the bus sees it (QEMU's MemoryRegionOps): its name and
+    length, its read and write handlers, and the access sizes it accepts (``valid``) and
+    implements (``impl``).  The device declares it; the machine decides where it is mapped."""
+
     name: str
-    base: int
     size: int
-    read: ReadFn
-    write: WriteFn
+    read: DeviceRead
+    write: DeviceWrite
     valid_min: int = 1
     valid_max: int = 4
     impl_min: int = 1
@@ -35,40 +46,60 @@ class Region:
     accepts: Callable[[int, int, bool], bool] | None = None
 
 
+@dataclass(frozen=True)
+class Region:
+    """``ops`` mapped at ``base``; ``read``/``write`` are what the dispatcher calls."""
+
+    base: int
+    ops: Ops
+    read: ReadFn
+    write: WriteFn
+
+    @property
+    def name(self) -> str:
+        return self.ops.name
+
+    @property
+    def size(self) -> int:
+        return self.ops.size
+
+
 def _pow2floor(n: int) -> int:
     return 1 << (n.bit_length() - 1)
 
 
-def _piece_size(region: Region, offset: int, length: int) -> int:
-    limit = region.valid_max
+def _piece_size(ops: Ops, offset: int, length: int) -> int:
+    limit = ops.valid_max
     align = offset & -offset
     if align and align < limit:
         limit = align
     return _pow2floor(min(length, limit))
 
 
-def _valid(region: Region, offset: int, size: int, is_write: bool) -> bool:
-    if size < region.valid_min or size > region.valid_max:
+def _valid(ops: Ops, offset: int, size: int, is_write: bool) -> bool:
+    if size < ops.valid_min or size > ops.valid_max:
         return False
-    return not (region.accepts is not None and not region.accepts(offset, size, is_write))
+    return not (ops.accepts is not None and not ops.accepts(offset, size, is_write))
 
 
 def _impl_read(region: Region, state: Any, offset: int, size: int) -> tuple[Any, int]:
-    step = max(min(size, region.impl_max), region.impl_min)
+    ops = region.ops
+    step = max(min(size, ops.impl_max), ops.impl_min)
     mask = (1 << (8 * step)) - 1
     value = 0
     for i in range(0, size, step):
         state, part = region.read(state, offset + i, step)
-        shift = (size - step - i) * 8 if region.big_endian else i * 8
+        shift = (size - step - i) * 8 if ops.big_endian else i * 8
         value |= (part & mask) << shift
     return state, value & ((1 << (8 * size)) - 1)
 
 
 def _impl_write(region: Region, state: Any, offset: int, size: int, value: int) -> Any:
-    step = max(min(size, region.impl_max), region.impl_min)
+    ops = region.ops
+    step = max(min(size, ops.impl_max), ops.impl_min)
     mask = (1 << (8 * step)) - 1
     for i in range(0, size, step):
-        shift = (size - step - i) * 8 if region.big_endian else i * 8
+        shift = (size - step - i) * 8 if ops.big_endian else i * 8
         state = region.write(state, offset + i, step, (value >> shift) & mask)
     return state
 
@@ -106,10 +137,10 @@ class IoSpace:
                 part = int.from_bytes(bytes([self.unassigned_byte]) * piece, "little")
             else:
                 offset = a - region.base
-                piece = _piece_size(region, offset, length)
-                if _valid(region, offset, piece, False):
+                piece = _piece_size(region.ops, offset, length)
+                if _valid(region.ops, offset, piece, False):
                     state, part = _impl_read(region, state, offset, piece)
-                    if region.big_endian:
+                    if region.ops.big_endian:
                         part = _byteswap(part, piece)
                 else:
                     part = 0
@@ -127,10 +158,10 @@ class IoSpace:
                 done += _pow2floor(min(length, 4))
                 continue
             offset = a - region.base
-            piece = _piece_size(region, offset, length)
+            piece = _piece_size(region.ops, offset, length)
             part = (value >> (8 * done)) & ((1 << (8 * piece)) - 1)
-            if _valid(region, offset, piece, True):
-                if region.big_endian:
+            if _valid(region.ops, offset, piece, True):
+                if region.ops.big_endian:
                     part = _byteswap(part, piece)
                 state = _impl_write(region, state, offset, piece, part)
             done += piece

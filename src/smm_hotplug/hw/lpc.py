@@ -1,5 +1,9 @@
 """ICH9 LPC bridge (PCI 00:1f.0): PMBASE/ACPI I/O, APM ports, GPE0 and SMI feature negotiation.
 
+The device's state; its PCI configuration registers; its port blocks as ``Ops`` — the APM
+ports (``APM_OPS``, fixed at 0xb2) and the PM I/O block's sub-regions (``PM_REGIONS``, at
+PMBASE once ACPI decoding is on); the callbacks of the SMI feature files it puts into fw_cfg;
+the SCI level; and the hooks QEMU's CPU hotplug runs through it (GPE, plug/unplug refusals).
 Semantics from QEMU hw/isa/lpc_ich9.c, hw/acpi/ich9.c, hw/acpi/core.c, hw/isa/apm.c (7.2).
 """
 
@@ -7,8 +11,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from smm_hotplug.hw.config import SMI_F_BROADCAST, SMI_F_CPU_HOT_UNPLUG, SMI_F_CPU_HOTPLUG
+from smm_hotplug.hw.config import SMI_F_BROADCAST, SMI_F_CPU_HOT_UNPLUG, SMI_F_CPU_HOTPLUG, PlatformConfig
+from smm_hotplug.hw.effects import NONE, Effects, Note, RaiseSmi
+from smm_hotplug.hw.iospace import Ops
 
+DEVFN = (0, 31, 0)  # bus 0, device 0x1f, function 0
 VENDOR_ID = 0x8086
 DEVICE_ID = 0x2918  # PCI_DEVICE_ID_INTEL_ICH9_8
 
@@ -95,7 +102,12 @@ def config_read_byte(lpc: Lpc, reg: int) -> int:
     return 0
 
 
-def config_write(lpc: Lpc, reg: int, size: int, value: int) -> Lpc:
+def config_write(lpc: Lpc, cfg: PlatformConfig, reg: int, size: int, value: int) -> tuple[Lpc, Effects]:
+    """A PCI config write of ``size`` bytes at ``reg`` (ich9_lpc_config_write)."""
+    return _config_write(lpc, reg, size, value), NONE
+
+
+def _config_write(lpc: Lpc, reg: int, size: int, value: int) -> Lpc:
     pmbase, acpi_ctrl, pmcon = lpc.pmbase, lpc.acpi_ctrl, lpc.gen_pmcon_1
     for i in range(size):
         r = reg + i
@@ -166,22 +178,83 @@ def pm_write(lpc: Lpc, offset: int, size: int, value: int) -> Lpc:
     return lpc
 
 
-def apm_write(lpc: Lpc, offset: int, value: int) -> tuple[Lpc, str | None]:
-    """A byte written to 0xb2/0xb3.  Returns the SMI to raise: None, "self" or "broadcast"."""
+def _pm_ops(name: str, offset: int, size: int, **sizes: int) -> Ops:
+    """A sub-region of the PM I/O block starting at ``offset`` in it."""
+
+    def read(lpc: Lpc, _links: None, off: int, size: int) -> tuple[Lpc, int, Effects]:
+        return lpc, pm_read(lpc, offset + off, size), NONE
+
+    def write(lpc: Lpc, _links: None, off: int, size: int, value: int) -> tuple[Lpc, Effects]:
+        return pm_write(lpc, offset + off, size, value), NONE
+
+    return Ops(name, size, read, write, **sizes)
+
+
+# The PM I/O block at PMBASE as QEMU registers it (acpi_pm1_evt/cnt/tmr_init, acpi_gpe_init,
+# ich9_pm_init's "acpi-smi"): (offset in the block, ops).
+PM_REGIONS: tuple[tuple[int, Ops], ...] = (
+    (PM1_STS, _pm_ops("acpi-evt", PM1_STS, 4, valid_max=2, impl_min=2)),
+    (PM1_CNT, _pm_ops("acpi-cnt", PM1_CNT, 2, valid_max=2, impl_min=2)),
+    (PM_TMR, _pm_ops("acpi-tmr", PM_TMR, 4, valid_min=4)),
+    (GPE0_STS, _pm_ops("acpi-gpe0", GPE0_STS, GPE0_LEN, impl_max=1)),
+    (SMI_EN, _pm_ops("acpi-smi", SMI_EN, 8, valid_min=4)),
+)
+
+
+# -- APM ports (hw/isa/apm.c + ich9_apm_ctrl_changed) ----------------------------------------
+def apm_read(lpc: Lpc, _links: None, offset: int, size: int) -> tuple[Lpc, int, Effects]:
+    return lpc, lpc.apm_cnt if offset == 0 else lpc.apm_sts, NONE
+
+
+def apm_write(lpc: Lpc, _links: None, offset: int, size: int, value: int) -> tuple[Lpc, Effects]:
+    """A byte written to 0xb2/0xb3; APM_CNT may raise an SMI (to every CPU once broadcast SMI
+    is negotiated, else to the CPU that wrote it)."""
     if offset == 1:
-        return lpc._replace(apm_sts=value), None
+        return lpc._replace(apm_sts=value), NONE
     lpc = lpc._replace(apm_cnt=value)
+    note = Note("io", f"APM_CNT <- 0x{value:02x}")
     # ich9_apm_ctrl_changed: ACPI enable/disable touch SCI_EN only.
     if value == APM_ACPI_ENABLE:
-        return lpc._replace(pm1_cnt=lpc.pm1_cnt | PM1_CNT_SCI_EN), None
+        return lpc._replace(pm1_cnt=lpc.pm1_cnt | PM1_CNT_SCI_EN), (note,)
     if value == APM_ACPI_DISABLE:
-        return lpc._replace(pm1_cnt=lpc.pm1_cnt & ~PM1_CNT_SCI_EN), None
+        return lpc._replace(pm1_cnt=lpc.pm1_cnt & ~PM1_CNT_SCI_EN), (note,)
     if not lpc.smi_en & SMI_EN_APMC_EN:
-        return lpc, None
-    return lpc, ("broadcast" if lpc.smi_negotiated & SMI_F_BROADCAST else "self")
+        return lpc, (note,)
+    return lpc, (note, RaiseSmi(broadcast=bool(lpc.smi_negotiated & SMI_F_BROADCAST)))
 
 
-# -- SMI feature negotiation ----------------------------------------------------------------
+APM_OPS = Ops("apm", 2, apm_read, apm_write, impl_max=1)
+
+
+# -- SMI feature negotiation: the fw_cfg files' callbacks (ich9_lpc_realize) -----------------
+def smi_files(lpc: Lpc, cfg: PlatformConfig) -> tuple[int, int, int]:
+    """Contents of etc/smi/requested-features, features-ok and supported-features."""
+    return lpc.smi_requested, lpc.smi_features_ok, cfg.hw.supported_smi_features
+
+
+def file_selected(lpc: Lpc, cfg: PlatformConfig, name: str) -> tuple[Lpc, Effects]:
+    """smi_features_ok_callback runs when etc/smi/features-ok is selected."""
+    if name != FILE_FEATURES_OK:
+        return lpc, NONE
+    after = features_ok_selected(lpc, cfg.hw.supported_smi_features)
+    if after.smi_features_ok and not lpc.smi_features_ok:
+        return after, (Note("hw", f"fw_cfg: SMI features negotiated: 0x{after.smi_negotiated:x}"),)
+    if not after.smi_features_ok:
+        return after, (Note("hw", f"fw_cfg: SMI feature request 0x{after.smi_requested:x} rejected"),)
+    return after, NONE
+
+
+def file_written(lpc: Lpc, name: str, offset: int, data: bytes) -> tuple[Lpc, Effects]:
+    """The guest wrote part of etc/smi/requested-features (its backing store is the LPC's)."""
+    if name != FILE_REQUESTED:
+        return lpc, NONE
+    cur = bytearray(lpc.smi_requested.to_bytes(8, "little"))
+    cur[offset : offset + len(data)] = data
+    value = int.from_bytes(cur[:8], "little")
+    lpc = lpc._replace(smi_requested=value)
+    return lpc, (Note("hw", f"fw_cfg: etc/smi/requested-features <- 0x{value:x}"),)
+
+
 def features_ok_selected(lpc: Lpc, supported: int) -> Lpc:
     """smi_features_ok_callback: validate the request when etc/smi/features-ok is selected."""
     if lpc.smi_features_ok:

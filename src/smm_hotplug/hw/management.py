@@ -7,9 +7,10 @@ only raises the event: the CPU disappears when it is ejected through the hotplug
 
 from __future__ import annotations
 
-from smm_hotplug.hw import cpuhp, lpc
+from smm_hotplug.hw import cpuhp, lpc, machine
+from smm_hotplug.hw.board import Board
 from smm_hotplug.hw.cpu import DEFAULT_SMBASE, hot_added_cpu
-from smm_hotplug.hw.machine import Machine, Platform, set_cpu
+from smm_hotplug.hw.state import Machine, set_cpu
 from smm_hotplug.hw.trace import Log
 
 CPU_DRIVER = "qemu64-x86_64-cpu"
@@ -23,7 +24,7 @@ class Refused(Exception):
         self.klass = klass
 
 
-def plug_check(plat: Platform, m: Machine, slot: int) -> None:
+def plug_check(plat: Board, m: Machine, slot: int) -> None:
     """What QEMU checks before creating a CPU, in QEMU's order."""
     refusal = lpc.plug_refusal(m.lpc)
     if refusal:
@@ -35,7 +36,7 @@ def plug_check(plat: Platform, m: Machine, slot: int) -> None:
         raise Refused(f"CPU[{slot}] with APIC ID {cfg.apic_id(slot)} exists")
 
 
-def plug(plat: Platform, m: Machine, slot: int, log: Log, actor: str = "mgmt") -> Machine:
+def plug(plat: Board, m: Machine, slot: int, log: Log, actor: str = "mgmt") -> Machine:
     """device_add: a new CPU, waiting for SIPI, an insert event and the GPE."""
     plug_check(plat, m, slot)
     hw = plat.cfg.hw
@@ -45,10 +46,7 @@ def plug(plat: Platform, m: Machine, slot: int, log: Log, actor: str = "mgmt") -
     elif hw.vmm_keeps_smbase and m.kept_smbase and m.kept_smbase[slot]:
         smbase = m.kept_smbase[slot]
     m = set_cpu(m, slot, hot_added_cpu(smbase))
-    hp = m.cpuhp
-    if hp.modern:
-        hp = hp._replace(insert=cpuhp.set_bit(hp.insert, slot, True))
-    m = m._replace(cpuhp=hp, lpc=lpc.raise_gpe(m.lpc, lpc.GPE0_CPU_HOTPLUG))
+    m = m._replace(cpuhp=cpuhp.plug_cb(m.cpuhp, slot), lpc=lpc.raise_gpe(m.lpc, lpc.GPE0_CPU_HOTPLUG))
     log.add(
         "mgmt",
         actor,
@@ -58,7 +56,7 @@ def plug(plat: Platform, m: Machine, slot: int, log: Log, actor: str = "mgmt") -
     return m
 
 
-def unplug_check(plat: Platform, m: Machine, slot: int) -> None:
+def unplug_check(plat: Board, m: Machine, slot: int) -> None:
     refusal = lpc.unplug_refusal(m.lpc, m.cpuhp.modern, CPU_DRIVER)
     if refusal:
         raise Refused(refusal)
@@ -68,16 +66,16 @@ def unplug_check(plat: Platform, m: Machine, slot: int) -> None:
         raise Refused("Boot CPU is unpluggable")
 
 
-def unplug_request(plat: Platform, m: Machine, slot: int, log: Log, actor: str = "mgmt") -> Machine:
+def unplug_request(plat: Board, m: Machine, slot: int, log: Log, actor: str = "mgmt") -> Machine:
     """device_del: a remove event and the GPE; the guest decides when it is ejected."""
     unplug_check(plat, m, slot)
-    hp = m.cpuhp._replace(remove=cpuhp.set_bit(m.cpuhp.remove, slot, True))
+    hp = cpuhp.unplug_request_cb(m.cpuhp, slot)
     m = m._replace(cpuhp=hp, lpc=lpc.raise_gpe(m.lpc, lpc.GPE0_CPU_HOTPLUG))
     log.add("mgmt", actor, f"device_del: unplug of cpu{slot} requested; remove event, GPE raised")
     return m
 
 
-def remove_now(plat: Platform, m: Machine, slot: int, log: Log, actor: str = "mgmt") -> Machine:
+def remove_now(plat: Board, m: Machine, slot: int, log: Log, actor: str = "mgmt") -> Machine:
     """The VMM destroys a CPU without guest involvement (preinit-spares: spare slots)."""
     log.add("mgmt", actor, f"VMM removes spare cpu{slot} (SMBASE 0x{m.cpus[slot].smbase:x})")
-    return plat.remove_cpu(m, slot)
+    return machine.remove_cpu(plat, m, slot)

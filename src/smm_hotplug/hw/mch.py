@@ -1,7 +1,10 @@
 """q35 MCH (host bridge, PCI 00:00.0): SMRAM control, TSEG and the default-SMBASE window.
 
-Register semantics from QEMU hw/pci-host/q35.c (pc-q35-7.2) and include/hw/pci-host/q35.h,
-checked against Debian's QEMU 7.2 (see ../shared/reference/observed-qemu-7.2.md).
+The device's state, its PCI configuration registers (``config_read_byte``, ``config_write``)
+and what they make of memory (``tseg_range``, ``window_locked``: the machine's memory views
+follow them).  Register semantics from QEMU hw/pci-host/q35.c (pc-q35-7.2) and
+include/hw/pci-host/q35.h, checked against Debian's QEMU 7.2 (see
+../shared/reference/observed-qemu-7.2.md).
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from smm_hotplug.hw.config import MIB, PlatformConfig
+from smm_hotplug.hw.effects import NONE, Effects, Note
 
+DEVFN = (0, 0, 0)  # bus 0, device 0, function 0
 # PCI IDs (include/hw/pci/pci_ids.h: PCI_DEVICE_ID_INTEL_Q35_MCH).
 VENDOR_ID = 0x8086
 DEVICE_ID = 0x29C0
@@ -118,8 +123,29 @@ def config_read_byte(mch: Mch, reg: int) -> int:
     return 0
 
 
-def config_write(mch: Mch, reg: int, size: int, value: int, cfg: PlatformConfig) -> Mch:
+def config_write(mch: Mch, cfg: PlatformConfig, reg: int, size: int, value: int) -> tuple[Mch, Effects]:
     """A PCI config write of ``size`` bytes at ``reg`` (pci_default_write_config + mch hooks)."""
+    after = _config_write(mch, reg, size, value, cfg)
+    if after == mch:
+        return mch, NONE
+    return after, _changes(mch, after, cfg)
+
+
+def _changes(before: Mch, after: Mch, cfg: PlatformConfig) -> Effects:
+    """Timeline lines for what a write changed in the memory map."""
+    notes = []
+    if not window_locked(before) and window_locked(after):
+        notes.append(Note("hw", "MCH: default-SMBASE window 0x30000-0x4ffff locked as SMRAM"))
+    if not smram_locked(before) and smram_locked(after):
+        notes.append(Note("hw", "MCH: SMRAM locked (D_LCK)"))
+    tb, ta = tseg_range(before, cfg), tseg_range(after, cfg)
+    if tb != ta:
+        text = "disabled" if ta is None else f"[0x{ta[0]:x}, 0x{ta[1]:x})"
+        notes.append(Note("hw", f"MCH: TSEG {text}"))
+    return tuple(notes)
+
+
+def _config_write(mch: Mch, reg: int, size: int, value: int, cfg: PlatformConfig) -> Mch:
     smram, esmramc, ext, f_smbase = mch.smram, mch.esmramc, mch.ext_tseg, mch.f_smbase
     locked = bool(smram & SMRAM_D_LCK)
     touched: set[int] = set()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from smm_hotplug.hw.machine import SCI_IRQ
+from smm_hotplug.hw.apic import SCI_IRQ
 from smm_hotplug.interfaces.qemu.session import QemuMachine
 
 MASK64 = (1 << 64) - 1

@@ -12,9 +12,11 @@ from smm_hotplug.code import PROGRAMS
 from smm_hotplug.firmware import seabios
 from smm_hotplug.hw import lpc, management
 from smm_hotplug.hw.config import PlatformConfig
-from smm_hotplug.hw.machine import CPU, ROM_BASE, Machine, Platform
 from smm_hotplug.hw.memory import Obj
+from smm_hotplug.hw.platform import Platform
+from smm_hotplug.hw.state import Machine
 from smm_hotplug.hw.trace import Event, Log
+from smm_hotplug.hw.views import CPU, ROM_BASE
 
 CPU_STEP_LIMIT = 200_000  # a guest that never stops running is cut off here
 
