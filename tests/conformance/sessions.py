@@ -171,6 +171,14 @@ def smram_tseg(r: Recorder) -> None:
     cfg_read(r, 0, 0x00, "l")
 
 
+def pci_identity(r: Recorder) -> None:
+    """Vendor, device, revision, class and header type of the MCH and the ICH9 LPC (the
+    command and status words are SeaBIOS's doing on Debian's QEMU and are left out)."""
+    for dev in (0, 31):
+        for reg in (0x00, 0x02, 0x08, 0x09, 0x0A, 0x0B, 0x0E):
+            cfg_read(r, dev, reg, "w" if reg in (0x00, 0x02) else "b")
+
+
 def fw_cfg(r: Recorder) -> None:
     for key, n in ((0x00, 4), (0x01, 4), (0x05, 2), (0x0F, 2), (0x03, 8)):
         r.q(f"outw 0x510 0x{key:x}")
@@ -514,6 +522,7 @@ SMP4 = ["-machine", "q35,smm=on", "-smp", "1,maxcpus=4"]
 SESSIONS: dict[str, tuple[list[str], Callable[[Recorder], None]]] = {
     "smbase_window": (SMP4, smbase_window),
     "smram_tseg": (["-machine", "q35,smm=on", "-m", "256", "-smp", "1,maxcpus=4"], smram_tseg),
+    "pci_identity": (SMP4, pci_identity),
     "fw_cfg": (["-machine", "q35,smm=on", "-m", "256", "-smp", "2,maxcpus=4"], fw_cfg),
     **{f"negotiate_{f:#x}": (SMP4, _negotiation(f)) for f in (0x0, 0x1, 0x3, 0x7, 0x5, 0x2, 0x8)},
     "cpu_hotplug": (["-machine", "q35,smm=on", "-smp", "2,maxcpus=4"], cpu_hotplug),

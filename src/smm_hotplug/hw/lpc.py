@@ -18,6 +18,10 @@ from smm_hotplug.hw.iospace import Ops
 DEVFN = (0, 31, 0)  # bus 0, device 0x1f, function 0
 VENDOR_ID = 0x8086
 DEVICE_ID = 0x2918  # PCI_DEVICE_ID_INTEL_ICH9_8
+REVISION_ID = 0x08
+REVISION = 0x02  # ICH9_A2_LPC_REVISION (include/hw/i386/ich9.h)
+HEADER_TYPE = 0x0E
+HEADER_TYPE_MULTI_FUNCTION = 0x80  # QEMU creates it multifunction at 00:1f.0 (pc_q35.c)
 
 PMBASE = 0x40  # ICH9_LPC_PMBASE, 32-bit; reset 0x1 (RTE)
 PMBASE_MASK = 0xFF80  # ICH9_LPC_PMBASE_BASE_ADDRESS_MASK: where the PM block decodes
@@ -89,10 +93,14 @@ def config_read_byte(lpc: Lpc, reg: int) -> int:
         return (VENDOR_ID >> (8 * reg)) & 0xFF
     if reg in (2, 3):
         return (DEVICE_ID >> (8 * (reg - 2))) & 0xFF
+    if reg == REVISION_ID:
+        return REVISION
     if reg == 0x0B:
         return 0x06
     if reg == 0x0A:
         return 0x01
+    if reg == HEADER_TYPE:
+        return HEADER_TYPE_MULTI_FUNCTION
     if PMBASE <= reg < PMBASE + 4:
         return (lpc.pmbase >> (8 * (reg - PMBASE))) & 0xFF
     if reg == ACPI_CTRL:
