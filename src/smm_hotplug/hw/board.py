@@ -31,12 +31,8 @@ class Board:
     disk: tuple[tuple[int, str], ...] = ()  # OS image: (address, program) pairs
     software: Any = None  # firmware/OS build options, handed to programs through the bus
     eject_monitor: EjectMonitor | None = None
-
-    def memo(self, name: str) -> dict:
-        """A memo table of this board (it is static, so entries never go stale)."""
-        key = f"_memo_{name}"
-        table = self.__dict__.get(key)
-        if table is None:
-            table = {}
-            object.__setattr__(self, key, table)
-        return table
+    # Memo tables of the rooms (the board is static, so entries never go stale): address decode
+    # and TSEG range per chipset state (hw.views), the I/O map per device state (hw.machine).
+    memo_decode: dict = field(default_factory=dict, init=False, compare=False, repr=False)
+    memo_tseg: dict = field(default_factory=dict, init=False, compare=False, repr=False)
+    memo_io: dict = field(default_factory=dict, init=False, compare=False, repr=False)

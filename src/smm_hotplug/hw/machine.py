@@ -157,7 +157,7 @@ def _region(board: Board, wire: Wire) -> Region:
 
 def io_space(board: Board, m: Machine) -> IoSpace:
     key = (lpc.pm_io_base(m.lpc), m.cpuhp.modern)
-    cache = board.memo("io")
+    cache = board.memo_io
     space = cache.get(key)
     if space is None:
         space = cache[key] = IoSpace([_region(board, w) for w in io_wires(board, *key)])

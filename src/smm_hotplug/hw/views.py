@@ -42,7 +42,7 @@ def decode(board: Board, m: Machine, addr: int, view: str) -> tuple[str, int]:
     # Only the chipset registers decide, and programs touch few addresses: memoized (and
     # emptied when it grows, as it can under arbitrary qtest accesses).
     key = (m.mch, addr, view)
-    cache = board.memo("decode")
+    cache = board.memo_decode
     got = cache.get(key)
     if got is None:
         if len(cache) >= DECODE_CACHE_SIZE:
@@ -53,7 +53,7 @@ def decode(board: Board, m: Machine, addr: int, view: str) -> tuple[str, int]:
 
 def _tseg(board: Board, mc: mch.Mch) -> tuple[int, int] | None:
     key = (mc.smram, mc.esmramc)
-    cache = board.memo("tseg")
+    cache = board.memo_tseg
     if key not in cache:
         cache[key] = mch.tseg_range(mc, board.cfg)
     return cache[key]
