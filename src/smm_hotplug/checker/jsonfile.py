@@ -111,6 +111,11 @@ def message(error: Any) -> str:
     text = _MESSAGES.get(error["type"])
     if text is not None:
         return text
+    ctx = error.get("ctx") or {}
+    if error["type"] == "too_long" and "max_length" in ctx:
+        return f"should have at most {ctx['max_length']} items, not {ctx.get('actual_length', 'more')}"
+    if error["type"] == "too_short" and "min_length" in ctx:
+        return f"should have at least {ctx['min_length']} items, not {ctx.get('actual_length', 'fewer')}"
     msg = str(error["msg"])
     return "should" + msg[len("Input should") :] if msg.startswith("Input should") else msg
 
