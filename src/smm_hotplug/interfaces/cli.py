@@ -78,6 +78,10 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, markup=False, soft_wrap=True, width=UNWRAPPED_WIDTH)
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def note(text: str, as_json: bool) -> None:
     """A line about what the command did: on stdout, or on stderr when stdout is one JSON document."""
     click.echo(text, err=as_json)
@@ -379,7 +383,7 @@ def _write_junit(
 
     _describe_violations(results, scenario)
     cases = write_results(junit, command, scenario, results, unfinished)
-    note(f"JUnit XML written to {junit}: {cases} test case{'s' if cases != 1 else ''}", as_json)
+    note(f"JUnit XML written to {junit}: {plural(cases, 'test case')}", as_json)
 
 
 def _describe_violations(results: list[Any], scenario: Scenario) -> None:
@@ -748,9 +752,10 @@ def report(
     out.write_text(
         page("smm-hotplug: designs × adversaries", intro, sections, matrix_table(results, anchors))
     )
+    benign = len(sections) - diagrams
     click.echo(
-        f"report written to {out}: {len(results)} checks, {len(sections)} diagrams "
-        f"({diagrams} shortest attacks, {len(sections) - diagrams} benign runs of {DEFAULT_DESIGN})"
+        f"report written to {out}: {plural(len(results), 'check')}, {plural(len(sections), 'diagram')} "
+        f"({plural(diagrams, 'shortest attack')}, {plural(benign, 'benign run')} of {DEFAULT_DESIGN})"
     )
     if junit is not None:
         _write_junit(junit, "report", scenario, results, unfinished, False)
