@@ -1,4 +1,5 @@
-"""Shared fixtures: a machine driven like QEMU's qtest accelerator (no CPU runs)."""
+"""Shared fixtures: a machine driven like QEMU's qtest accelerator (no CPU runs); the hooks that
+make a skip of a test CI requires a failure there (tests/required_skips.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from required_skips import pytest_configure, pytest_runtest_makereport  # noqa: F401 (hooks)
 
 from smm_hotplug.hw import fw_cfg
 from smm_hotplug.hw.config import HardwareFeatures, platform_config

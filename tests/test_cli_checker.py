@@ -7,17 +7,25 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import run_cli as run
 
 from smm_hotplug.adversaries.catalog import ADVERSARIES
 from smm_hotplug.checker.cases import HARD_CASES
+from smm_hotplug.checker.model_id import model_digest
 from smm_hotplug.checker.traces import FORMAT
 from smm_hotplug.designs.catalog import DESIGNS
 from smm_hotplug.invariants import PROPERTIES
 
 SMALL = ["--boot-cpus", "1", "--max-cpus", "2", "--plug", "1", "--unplug", "0"]
+# `matrix --json` of SMALL with --max-states 3000, trimmed to what --expect compares.
+EXPECTED = Path(__file__).resolve().parent / "expected" / "matrix-small.json"
+
+
+def _expected() -> list[dict]:
+    return json.loads(EXPECTED.read_text())
 
 
 @pytest.mark.parametrize(
@@ -58,10 +66,17 @@ def test_check_json_and_trace_file_replay_the_shortest_attack(tmp_path):
     assert doc["cases"]["plug-before-broadcast"] is not None
 
     replay = run("simulate", "--replay", str(trace), "--json")
-    assert replay.returncode == 1
+    assert replay.returncode == 1, replay.stderr
     sim = json.loads(replay.stdout)
-    assert len(sim["timeline"]) >= len(doc["trace"]) or sim["steps"] == len(doc["trace"])
-    assert "smm-code-integrity" in replay.stdout and "os.payload" in replay.stdout
+    assert sim["steps"] == len(doc["trace"]) == 101
+    assert sim["invariants"]["smm-code-integrity"] == {
+        "status": "violated",
+        "first": {"step": 100, "text": "cpu2 executes os.payload at 0x38000 in SMM, written by os"},
+    }
+    assert sim["replay"]["reproduced"] and (sim["replay"]["property"], sim["replay"]["step"]) == (
+        "smm-code-integrity",
+        100,
+    )
 
 
 def test_witness_prints_saves_and_replays_the_shortest_schedule_into_a_hard_case(tmp_path):
@@ -72,6 +87,7 @@ def test_witness_prints_saves_and_replays_the_shortest_schedule_into_a_hard_case
     saved = json.loads(trace.read_text())
     assert saved["verdict"] == "reached" and saved["schedule"][-1][0] == "cpu2"
     replay = run("simulate", "--replay", str(trace))
+    assert replay.returncode == 0, replay.stderr  # reproduces the case; the witness judged nothing
     assert "SMI entry: SMBASE 0x30000" in replay.stdout
 
     benign = run("witness", "started-cpu-at-gate")
@@ -119,8 +135,10 @@ def test_matrix_json_has_every_design_against_every_column():
     sdm = by[("sdm", ("os-code-at-default-smbase",))]
     assert (sdm["verdict"], sdm["property"]) == ("violated", "smm-code-integrity")
     assert by[("smram-default-smbase", ())]["verdict"] == "holds"
-    assert all(c["verdict"] in ("holds", "violated", "incomplete") for c in cells)
     assert all(c["bound"] is not None for c in cells if c["verdict"] == "incomplete")
+    # every cell's verdict and property is the committed one (tests/expected/matrix-small.json)
+    expected = {(c["design"], tuple(c["attacks"])): (c["verdict"], c["property"]) for c in _expected()}
+    assert {key: (c["verdict"], c["property"]) for key, c in by.items()} == expected
 
 
 def _write(path, text):
@@ -148,7 +166,7 @@ def _write(path, text):
         (["witness", "burst-after-scan", "--design", "nonsense"], "unknown design"),
         (["simulate", "--replay", "/nonexistent/trace.json"], "no such file"),
         (["simulate", "--replay", "NOTJSON"], "is not JSON"),
-        (["simulate", "--replay", "WRONGDOC"], "is malformed"),
+        (["simulate", "--replay", "WRONGDOC"], "b.json: tool_version: is missing (and 11 more problems)"),
         (["simulate", "--replay", "BADSTEP"], "does not fit this model: step 0 (mgmt/0)"),
     ],
 )
@@ -161,9 +179,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
             json.dumps(
                 {
                     "format": FORMAT,
+                    "tool_version": "0.1.0",
+                    "model_digest": model_digest(),
                     "design": "sdm",
+                    "options": {},
                     "scenario": {"boot_cpus": 2, "max_cpus": 4, "plug": 2, "unplug": 1},
                     "attacks": [],
+                    "judged": list(PROPERTIES),
+                    "verdict": "violated",
+                    "property": "smm-code-integrity",
+                    "case": None,
+                    "detail": "-",
+                    "trace": [{"step": 0, "actor": "mgmt", "choice": 0, "description": "-"}],
                     "schedule": [["mgmt", 0]],
                 }
             ),

@@ -112,6 +112,14 @@ def test_unplug_refusals(qm):
 
 
 def test_plug_and_unplug_allowed_when_nothing_negotiated(qm):
-    qm.outb(0xCD8, 0)
+    """Without SMI features QEMU refuses nothing: the CPU is plugged with an insert event and the
+    CPU hotplug GPE, and the unplug request raises a remove event (the CPU stays until ejected)."""
+    assert qm.m.lpc.smi_negotiated == 0
+    qm.outb(0xCD8, 0)  # modern interface: unplug is supported
     qm.plug(3)
+    assert qm.m.cpus[3].present
+    assert (qm.m.cpuhp.insert, qm.m.cpuhp.remove) == (1 << 3, 0)
+    assert qm.m.lpc.gpe0_sts & 4  # GPE0 bit 2: CPU hotplug
     qm.unplug_request(3)
+    assert qm.m.cpus[3].present
+    assert qm.m.cpuhp.remove == 1 << 3

@@ -46,17 +46,43 @@ class SimResult:
     system: System
     steps: list[StepRecord]
     final: World
-    outcome: str  # "finished" | "deadlock" | "step-limit"
+    outcome: str  # "finished" | "deadlock" | "step-limit"; a schedule: "trace-end" | "trace-diverged"
     seed: int | None = None
     violations: list[tuple[int, Violation]] = field(default_factory=list)
+    # The properties judged: all by default; a replayed trace judges what its recorded run judged.
+    judged: tuple[str, ...] | None = None
+    # A replayed hotplug-completes violation: why the scenario can never complete from ``final``.
+    never_completes: str | None = None
 
     def first_violation(self, prop: str) -> tuple[int, Violation] | None:
         return next(((i, v) for i, v in self.violations if v.prop == prop), None)
 
+    def violation_runs(self) -> dict[tuple[str, str], list[tuple[int, int]]]:
+        """Each distinct violation (property, text), in order of first appearance, with the runs
+        of consecutive steps after which it held: a state invariant stays violated for as long as
+        the state that breaks it lasts, and is reported after every one of those steps."""
+        runs: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        for i, v in self.violations:
+            spans = runs.setdefault((v.prop, v.text), [])
+            if spans and spans[-1][1] in (i, i - 1):
+                spans[-1] = (spans[-1][0], i)
+            else:
+                spans.append((i, i))
+        return runs
+
     def property_status(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for prop in PROPERTIES:
+            if self.judged is not None and prop not in self.judged:
+                out[prop] = {"status": "not judged", "first": None}
+                continue
             if prop == "hotplug-completes":
+                if self.never_completes is not None:
+                    out[prop] = {
+                        "status": "violated",
+                        "first": {"step": len(self.steps), "text": self.never_completes},
+                    }
+                    continue
                 if self.outcome == "trace-end":
                     out[prop] = {"status": "not reached", "first": None}
                     continue

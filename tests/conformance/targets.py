@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qemu.qmp import ConnectError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 QEMU = "qemu-system-x86_64"
@@ -59,14 +60,27 @@ class Target:
         if kind == "qemu":
             time.sleep(SETTLE)
         self.raw: socket.socket | None = None
+        # The socket file appears when the server binds it, a moment before it listens (QEMU and
+        # the endpoint alike): a connection refused in between is tried again.
+        while True:
+            try:
+                if raw_qmp:
+                    self.raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    self.raw.connect(self.sock)
+                else:
+                    self.qmp = QEMUMonitorProtocol(self.sock)
+                    self.greeting = self.qmp.connect(negotiate=True)
+                break
+            except (ConnectionRefusedError, ConnectError):
+                if self.raw is not None:
+                    self.raw.close()
+                    self.raw = None
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise
+                time.sleep(0.02)
         if raw_qmp:
-            self.raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.raw.connect(self.sock)
             self._raw_buf = b""
             self.raw_greeting = self._raw_lines(1)[0]
-        else:
-            self.qmp = QEMUMonitorProtocol(self.sock)
-            self.greeting = self.qmp.connect(negotiate=True)
 
     # -- raw QMP ------------------------------------------------------------------------------
     def _raw_lines(self, n: int | None, wait: float = 0.4) -> list[str]:

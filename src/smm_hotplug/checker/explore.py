@@ -23,7 +23,7 @@ from smm_hotplug.checker.graph import StateGraph
 from smm_hotplug.checker.limits import Limits, Watch
 from smm_hotplug.checker.pool import StatePool
 from smm_hotplug.invariants import PROPERTIES
-from smm_hotplug.world import System, World
+from smm_hotplug.world import Scenario, System, World
 
 
 def judged_properties(adversaries: tuple[Adversary, ...]) -> tuple[str, ...]:
@@ -59,16 +59,26 @@ class CheckResult:
     # to each, None for those it never reached.
     cases: dict[str, int | None] = field(default_factory=dict)
     stopped: str | None = None  # incomplete: the limit that stopped it ("at depth 90")
+    scenario: Scenario | None = None  # the configuration checked
 
     @property
     def bound(self) -> int | None:
         """For an incomplete run: every schedule of at most this many steps was checked."""
         return self.depth if self.verdict == "incomplete" else None
 
+    @property
+    def column(self) -> str:
+        """The matrix column of this check: its adversaries joined by '+', or 'none'."""
+        return "+".join(self.attacks) or "none"
+
     def to_json(self) -> dict:
+        sc = self.scenario
         return {
             "design": self.design,
             "attacks": self.attacks,
+            "scenario": None
+            if sc is None
+            else {"boot_cpus": sc.boot_cpus, "max_cpus": sc.max_cpus, "plug": sc.plug, "unplug": sc.unplug},
             "verdict": self.verdict,
             "property": self.prop,
             "detail": self.detail,
@@ -88,6 +98,7 @@ class CheckResult:
 
 
 Progress = Callable[[int, int, int], None]  # (states, transitions, depth)
+INTERRUPTED = "when interrupted (Ctrl-C)"  # CheckResult.stopped of a search ended by Ctrl-C
 
 
 class Exploration(NamedTuple):
@@ -195,17 +206,17 @@ def explore(
             # ids are assigned in BFS order: states are expanded in id order
         stuck = graph.cannot_finish(finished) if liveness else None
     except KeyboardInterrupt:
-        return incomplete("when interrupted (Ctrl-C)")
+        return incomplete(INTERRUPTED)
     if stuck is not None:
         w = states_list[stuck]
         kind = "deadlock" if not graph.out_degree(stuck) else "livelock"
-        detail = f"{kind}: from this state the scenario can never complete ({_describe_stuck(system, w)})"
+        detail = f"{kind}: from this state the scenario can never complete ({describe_stuck(system, w)})"
         sched = graph.path_to(stuck)
         return result("violated", "hotplug-completes", detail, sched, len(sched))
     return result("holds", d=depth)
 
 
-def _describe_stuck(system: System, w: World) -> str:
+def describe_stuck(system: System, w: World) -> str:
     from smm_hotplug.simulator import PLACES
 
     parts = []
@@ -284,6 +295,7 @@ def check(
         judged,
         cases={case: out.reached.get(case) for case in chosen},
         stopped=out.stopped,
+        scenario=system.scenario,
     )
     if verdict in ("violated", "reached") and describe:
         res.trace = replay_trace(system, out.schedule)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from smm_hotplug.adversaries.catalog import ADVERSARIES, ALL, resolve
 from smm_hotplug.checker.cases import get_case
-from smm_hotplug.checker.explore import CheckResult, Progress, check, judged_properties
+from smm_hotplug.checker.explore import INTERRUPTED, CheckResult, Progress, check, judged_properties
 from smm_hotplug.checker.limits import Limits
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.designs.catalog import DESIGNS
@@ -38,10 +39,36 @@ def matrix_columns() -> list[str]:
     return [NONE, *ADVERSARIES, ALL]
 
 
-def _cell(args: tuple[str, str, Scenario, Limits | None]) -> CheckResult:
+Cell = tuple[str, str, Scenario, Limits | None]  # design, column, scenario, limits
+
+
+class MatrixInterrupted(Exception):
+    """Ctrl-C ended a matrix: ``results`` are the cells that finished (in matrix order, each
+    complete or stopped by its own limits; a cell checked in this process when Ctrl-C came is
+    among them as incomplete with its bound), ``unfinished`` the (design, column) of the others."""
+
+    def __init__(self, results: list[CheckResult], unfinished: list[tuple[str, str]]) -> None:
+        super().__init__(f"interrupted: {len(results)} of {len(results) + len(unfinished)} cells finished")
+        self.results = results
+        self.unfinished = unfinished
+
+
+def _cell(args: Cell) -> CheckResult:
     design, column, scenario, limits = args
     attacks = () if column == NONE else (column,)
     return run_check(CheckSetup(design, scenario, attacks), limits=limits, describe=False)
+
+
+def _worker_init() -> None:
+    # Ctrl-C reaches every process of the terminal's process group; the workers leave it to the
+    # parent, which stops them all at once (a worker interrupted on its own would go on with the
+    # next cell).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _indexed_cell(item: tuple[int, Cell]) -> tuple[int, CheckResult]:
+    i, cell = item
+    return i, _cell(cell)
 
 
 def run_matrix(
@@ -54,7 +81,8 @@ def run_matrix(
 ) -> list[CheckResult]:
     """Every design against every column (no adversary, each adversary, all), in parallel; ``limits``
     apply to each cell (an automatic memory limit is shared out between the workers).  ``done``
-    is told of each finished cell: (result, cells finished, cells in all)."""
+    is told of each finished cell: (result, cells finished, cells in all).  Ctrl-C stops every
+    worker at once and raises MatrixInterrupted with the cells that finished."""
     designs = designs or list(DESIGNS)
     columns = columns or matrix_columns()
     for d in designs:
@@ -70,12 +98,33 @@ def run_matrix(
         if done is not None:
             done(res, sum(r is not None for r in results), len(cells))
 
+    def interrupted() -> MatrixInterrupted:
+        finished = [r for r in results if r is not None]
+        unfinished = [(c[0], c[1]) for c, r in zip(cells, results, strict=True) if r is None]
+        return MatrixInterrupted(finished, unfinished)
+
     if workers <= 1:
-        for i, cell in enumerate(cells):
-            record(i, _cell(cell))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_cell, cell): i for i, cell in enumerate(cells)}
-            for fut in as_completed(futures):
-                record(futures[fut], fut.result())
+        try:
+            for i, cell in enumerate(cells):
+                res = _cell(cell)  # the search itself turns Ctrl-C into an incomplete result
+                record(i, res)
+                if res.stopped == INTERRUPTED:
+                    raise interrupted()
+        except KeyboardInterrupt:
+            raise interrupted() from None
+        return [r for r in results if r is not None]
+    pool = multiprocessing.Pool(workers, initializer=_worker_init)
+    try:
+        for i, res in pool.imap_unordered(_indexed_cell, enumerate(cells)):
+            record(i, res)
+    except KeyboardInterrupt:
+        pool.terminate()  # every worker, at once, whatever it is checking
+        pool.join()
+        raise interrupted() from None
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
+    pool.close()
+    pool.join()
     return [r for r in results if r is not None]

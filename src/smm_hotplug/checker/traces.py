@@ -1,18 +1,43 @@
-"""Trace files: a violation's schedule, saved so that ``simulate --replay`` re-runs it step by step."""
+"""Trace files: a check's shortest violation or a witness's schedule, saved so that
+``simulate --replay`` re-runs it step by step — and proves it still says what it says.
+
+A trace file is validated against a declared schema (``TraceFile``, pydantic) before anything
+is run, with one line naming the field for anything wrong.  Replaying it then requires that
+
+- its readable ``trace`` is its ``schedule``, step for step, with the descriptions this model gives
+  those steps (an edited story is refused);
+- it judges what the recorded run judged (``judged``: a check's properties; a witness judges none);
+- the recorded outcome comes back: the same property violated at the same step (for
+  ``hotplug-completes``: a last state from which the scenario can never complete), or the same
+  hard case first reached at the same step.
+
+The file records the tool version and the model digest (``checker.model_id``); a file made by
+another model version that no longer replays says so instead of failing somewhere in the middle.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
 
 from smm_hotplug.adversaries.catalog import resolve
+from smm_hotplug.checker import jsonfile
+from smm_hotplug.checker.model_id import model_digest, tool_version
 from smm_hotplug.designs.catalog import get_design, with_options
 from smm_hotplug.errors import UsageError
-from smm_hotplug.world import Scenario, System, make_system
+from smm_hotplug.world import Scenario, System, World, make_system
 
-FORMAT = "smm-hotplug-trace/1"
+FORMAT = "smm-hotplug-trace/2"
+FORMAT_PREFIX = "smm-hotplug-trace/"
+# Replaying a hotplug-completes violation explores what can follow its last state (a few hundred
+# states in practice) to confirm the scenario can never complete from there.
+STUCK_STATE_LIMIT = 200_000
+# Largest CPU count a trace may name (the schema's bound; the model checks the real limits).
+MAX_COUNT = 255
 
 
 @dataclass(frozen=True)
@@ -44,51 +69,329 @@ class CheckSetup:
         return make_system(design, self.scenario, resolve(list(self.attacks)))
 
 
-def save(path: Path, setup: CheckSetup, result: dict) -> None:
-    doc = {
+# -- the schema ------------------------------------------------------------------------------------
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
+Index = Annotated[StrictInt, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    # Unknown fields are refused, not ignored; every leaf type is strict (no "1" for 1, no 1.7 or
+    # true for an integer, no "yes" for a boolean).
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScenarioModel(_Strict):
+    boot_cpus: Count
+    max_cpus: Count
+    plug: Count
+    unplug: Count
+
+
+class OptionsModel(_Strict):
+    init_in_smm: Literal["hold", "reset"] | None = None
+    vmm_keeps_smbase: StrictBool | None = None
+    no_window_lock: StrictBool = False
+    no_smram_lock: StrictBool = False
+    no_gate: StrictBool = False
+    no_broadcast: StrictBool = False
+
+
+class StepModel(_Strict):
+    step: Index
+    actor: StrictStr
+    choice: Index
+    description: StrictStr
+
+
+class TraceFile(_Strict):
+    """A trace file (format ``smm-hotplug-trace/2``)."""
+
+    format: Literal["smm-hotplug-trace/2"]
+    tool_version: StrictStr
+    model_digest: StrictStr
+    design: StrictStr
+    options: OptionsModel
+    scenario: ScenarioModel
+    attacks: list[StrictStr]
+    judged: list[StrictStr]
+    verdict: Literal["violated", "reached"]
+    property: StrictStr | None
+    case: StrictStr | None
+    detail: StrictStr
+    trace: list[StepModel]
+    schedule: list[tuple[StrictStr, Index]]
+
+
+_SCHEMA = TypeAdapter(TraceFile)
+
+
+def parse(text: str, path: str) -> TraceFile:
+    """Validate a trace file's text against the schema; any problem is one UsageError line."""
+    what = f"trace file {path}"
+    doc = jsonfile.loads(text, what)
+    if isinstance(doc, dict):
+        fmt = doc.get("format")
+        if isinstance(fmt, str) and fmt.startswith(FORMAT_PREFIX) and fmt != FORMAT:
+            raise UsageError(
+                f"{what} is in format {fmt}, written by another version of smm-hotplug; "
+                f"this one reads {FORMAT} (re-create the trace with this version)"
+            )
+    return jsonfile.validate(doc, _SCHEMA, what)
+
+
+def read(path: str) -> TraceFile:
+    return parse(jsonfile.read_text(path, f"trace file {path}"), path)
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def trace_document(setup: CheckSetup, result: Any, case: str | None = None) -> dict[str, Any]:
+    """The trace file of a violated check or a reached witness (``result``: a CheckResult)."""
+    doc = result.to_json()
+    sc = setup.scenario
+    out = {
         "format": FORMAT,
+        "tool_version": tool_version(),
+        "model_digest": model_digest(),
         "design": setup.design,
         "options": setup.options(),
         "scenario": {
-            "boot_cpus": setup.scenario.boot_cpus,
-            "max_cpus": setup.scenario.max_cpus,
-            "plug": setup.scenario.plug,
-            "unplug": setup.scenario.unplug,
+            "boot_cpus": sc.boot_cpus,
+            "max_cpus": sc.max_cpus,
+            "plug": sc.plug,
+            "unplug": sc.unplug,
         },
         "attacks": list(setup.attacks),
-        **{k: result[k] for k in ("verdict", "property", "detail", "trace")},
-        "schedule": [[t["actor"], t["choice"]] for t in result["trace"]],
+        "judged": list(result.judged),
+        "verdict": doc["verdict"],
+        "property": doc["property"],
+        "case": case,
+        "detail": doc["detail"],
+        "trace": doc["trace"],
+        "schedule": [[t["actor"], t["choice"]] for t in doc["trace"]],
     }
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    _SCHEMA.validate_python(out)  # what we write, we can read
+    return out
 
 
-def load(path: str) -> tuple[CheckSetup, list[tuple[str, int]]]:
-    """Read a trace file; any problem is one UsageError line."""
+def save(path: Path, setup: CheckSetup, result: Any, case: str | None = None) -> None:
+    path.write_text(json.dumps(trace_document(setup, result, case), indent=2) + "\n")
+
+
+# -- replaying ---------------------------------------------------------------------------------------
+@dataclass
+class Replay:
+    """A trace file replayed: its setup, what it recorded and the run, which reproduced it."""
+
+    path: str
+    recorded: TraceFile
+    setup: CheckSetup
+    run: Any  # simulator.SimResult, judging what the recorded run judged
+    step: int  # index of the step the recorded outcome happens at
+    other_model: str | None  # the trace came from another model version (and still reproduces)
+
+    def outcome(self) -> str:
+        rec = self.recorded
+        steps = len(rec.schedule)
+        if rec.verdict == "reached":
+            return f"hard case {rec.case} first reached after step {self.step} ({steps} steps)"
+        if rec.property == "hotplug-completes":
+            return f"hotplug-completes violated: the scenario can never complete after its {steps} steps"
+        return f"{rec.property} violated at step {self.step}"
+
+
+def _versions(rec: TraceFile) -> str | None:
+    if rec.model_digest == model_digest():
+        return None
+    return (
+        f"made by another model version (smm-hotplug {rec.tool_version}, model {rec.model_digest}; "
+        f"this is smm-hotplug {tool_version()}, model {model_digest()})"
+    )
+
+
+def _short(text: str, width: int = 90) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def replay(path: str, detail: bool = False) -> Replay:
+    """Read, validate and replay a trace file; UsageError (one line) unless it reproduces."""
+    rec = read(path)
+    other = _versions(rec)
+
+    def refuse(why: str) -> UsageError:
+        if other is not None:
+            return UsageError(f"trace file {path} was {other}, and does not replay here: {why}")
+        return UsageError(f"trace file {path}: {why}")
+
+    def not_reproduced(why: str) -> UsageError:
+        return refuse(f"trace does not reproduce: {why}")
+
+    _consistent(rec, path)
+    sc = rec.scenario
+    opts = rec.options
+    setup = CheckSetup(
+        design=rec.design,
+        scenario=Scenario(sc.boot_cpus, sc.max_cpus, sc.plug, sc.unplug),
+        attacks=tuple(rec.attacks),
+        init_in_smm=opts.init_in_smm,
+        vmm_keeps_smbase=opts.vmm_keeps_smbase,
+        no_window_lock=opts.no_window_lock,
+        no_smram_lock=opts.no_smram_lock,
+        no_gate=opts.no_gate,
+        no_broadcast=opts.no_broadcast,
+    )
     try:
-        doc = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UsageError(f"cannot read trace file {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read trace file {path}: {err}") from None
-    except json.JSONDecodeError as err:
-        raise UsageError(f"trace file {path} is not JSON ({err.msg} at line {err.lineno})") from None
-    try:
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} document")
-        sc = doc["scenario"]
-        opts = doc.get("options", {})
-        setup = CheckSetup(
-            design=str(doc["design"]),
-            scenario=Scenario(int(sc["boot_cpus"]), int(sc["max_cpus"]), int(sc["plug"]), int(sc["unplug"])),
-            attacks=tuple(str(a) for a in doc.get("attacks", [])),
-            init_in_smm=opts.get("init_in_smm"),
-            vmm_keeps_smbase=opts.get("vmm_keeps_smbase"),
-            no_window_lock=bool(opts.get("no_window_lock", False)),
-            no_smram_lock=bool(opts.get("no_smram_lock", False)),
-            no_gate=bool(opts.get("no_gate", False)),
-            no_broadcast=bool(opts.get("no_broadcast", False)),
+        system = setup.system()
+    except UsageError as err:
+        raise refuse(str(err)) from None
+    judged = _expected_judged(rec, refuse)
+
+    from smm_hotplug.checker.explore import replay_trace
+    from smm_hotplug.simulator import simulate
+
+    schedule = [(a, c) for a, c in rec.schedule]
+    run = simulate(system, detail=detail, schedule=schedule)
+    if run.outcome == "trace-diverged":
+        i = len(run.steps)
+        actor, choice = schedule[i]
+        raise refuse(
+            f"does not fit this model: step {i} ({actor}/{choice}) is not possible from the state "
+            "the steps before it reach"
         )
-        schedule = [(str(a), int(c)) for a, c in doc["schedule"]]
-    except (KeyError, TypeError, ValueError) as err:
-        raise UsageError(f"trace file {path} is malformed: {err}") from None
-    return setup, schedule
+    run.judged = judged
+    for i, (step, replayed) in enumerate(zip(rec.trace, replay_trace(system, schedule), strict=True)):
+        if step.description != replayed.text:
+            raise refuse(
+                f"trace[{i}].description says '{_short(step.description)}', but step {i} of its "
+                f"schedule does '{_short(replayed.text)}'"
+            )
+    last = len(schedule) - 1
+    safety = [(i, v) for i, v in run.violations if v.prop in judged and v.prop != "hotplug-completes"]
+    if rec.verdict == "violated":
+        if rec.property not in judged:
+            raise not_reproduced(f"{rec.property} is not one of the properties the run judged")
+        if rec.property == "hotplug-completes":
+            if safety:
+                i, v = safety[0]
+                raise not_reproduced(f"{v.prop} is violated at step {i} before its last state is reached")
+            why = _never_completes(system, run.final)
+            if why is None:
+                raise not_reproduced(
+                    f"the file says hotplug-completes is violated, but from the state after its "
+                    f"{len(schedule)} steps the scenario can still complete"
+                )
+            if why != rec.detail:
+                raise not_reproduced(f"its last state is stuck as '{_short(why)}', not as its detail says")
+            run.never_completes = why
+            step = len(schedule)
+        else:
+            first = safety[0] if safety else None
+            if first is None:
+                raise not_reproduced(
+                    f"the file says {rec.property} is violated at step {last}, but its {len(schedule)} "
+                    "steps violate no property the run judged"
+                )
+            i, v = first
+            if (i, v.prop) != (last, rec.property):
+                raise not_reproduced(
+                    f"the file says {rec.property} is violated at step {last}, "
+                    f"but replayed {v.prop} is violated first, at step {i}"
+                )
+            if v.text != rec.detail:
+                raise not_reproduced(
+                    f"step {i} violates {v.prop} as '{_short(v.text)}', not as its detail says"
+                )
+            step = last
+    else:
+        step = _reached_at(system, schedule, rec.case or "", not_reproduced)
+        if step != len(schedule):
+            raise not_reproduced(
+                f"hard case {rec.case} is first reached after {step} steps, "
+                f"not after the file's {len(schedule)}"
+            )
+        if safety:
+            i, v = safety[0]
+            raise not_reproduced(f"{v.prop} is violated at step {i}")
+        step = last
+    return Replay(path, rec, setup, run, step, other)
+
+
+def _consistent(rec: TraceFile, path: str) -> None:
+    """The readable trace is the schedule, step for step; verdict and property/case agree."""
+    if len(rec.trace) != len(rec.schedule):
+        raise UsageError(
+            f"trace file {path}: trace has {len(rec.trace)} steps but schedule has {len(rec.schedule)}"
+        )
+    if not rec.schedule:
+        raise UsageError(f"trace file {path}: schedule: the schedule is empty")
+    for i, (step, (actor, choice)) in enumerate(zip(rec.trace, rec.schedule, strict=True)):
+        if step.step != i:
+            raise UsageError(f"trace file {path}: trace[{i}].step is {step.step}, expected {i}")
+        if (step.actor, step.choice) != (actor, choice):
+            raise UsageError(
+                f"trace file {path}: trace[{i}] is {step.actor}/{step.choice} but schedule[{i}] is "
+                f"{actor}/{choice}"
+            )
+    if rec.verdict == "violated" and (rec.property is None or rec.case is not None):
+        raise UsageError(f"trace file {path}: a violated trace names its property and no case")
+    if rec.verdict == "reached" and (rec.case is None or rec.property is not None):
+        raise UsageError(f"trace file {path}: a witness trace names its case and no property")
+
+
+def _expected_judged(rec: TraceFile, refuse: Any) -> tuple[str, ...]:
+    """What the recorded run judged, which must be what that kind of run judges here."""
+    from smm_hotplug.checker.cases import HARD_CASES
+    from smm_hotplug.checker.explore import judged_properties
+
+    if rec.verdict == "reached":
+        if rec.case not in HARD_CASES:
+            raise refuse(f"case: unknown hard case '{rec.case}' (known: {', '.join(HARD_CASES)})")
+        expected: tuple[str, ...] = ()  # a witness search judges no property
+    else:
+        expected = judged_properties(resolve(list(rec.attacks)))
+    if tuple(rec.judged) != expected:
+        kind = "a witness search" if rec.verdict == "reached" else "a check with these attacks"
+        raise refuse(f"judged is [{', '.join(rec.judged)}] but {kind} judges [{', '.join(expected)}]")
+    return expected
+
+
+def _reached_at(system: System, schedule: list[tuple[str, int]], case: str, fail: Any) -> int:
+    """Steps after which hard case ``case`` first holds on the schedule's path."""
+    from smm_hotplug.checker.cases import HARD_CASES
+
+    holds_in = HARD_CASES[case].holds_in
+    w = system.initial()
+    if holds_in(system, w):
+        return 0
+    for i, (actor, choice) in enumerate(schedule):
+        w = system.replay_move(w, actor, choice).world
+        if holds_in(system, w):
+            return i + 1
+    raise fail(f"the file says its schedule reaches hard case {case}, but no state on it is one")
+
+
+def _never_completes(system: System, w: World) -> str | None:
+    """How the checker describes ``w`` when the scenario can never complete from it, else None."""
+    from smm_hotplug.checker.explore import describe_stuck
+
+    seen = {w}
+    frontier = [w]
+    moves = 0
+    while frontier:
+        nxt = []
+        for x in frontier:
+            if system.finished(x):
+                return None
+            for mv in system.moves(x):
+                if x is w:
+                    moves += 1
+                if mv.world not in seen:
+                    if len(seen) >= STUCK_STATE_LIMIT:
+                        raise UsageError(
+                            f"cannot confirm the recorded hotplug-completes violation: more than "
+                            f"{STUCK_STATE_LIMIT:,} states follow its last state"
+                        )
+                    seen.add(mv.world)
+                    nxt.append(mv.world)
+        frontier = nxt
+    kind = "deadlock" if not moves else "livelock"
+    return f"{kind}: from this state the scenario can never complete ({describe_stuck(system, w)})"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 
 from smm_hotplug.checker.limits import Limits, rss_mib
@@ -21,6 +22,8 @@ from smm_hotplug.world import Scenario
 EXIT_OK = 0
 EXIT_VIOLATED = 1
 EXIT_USAGE = 2
+# Tables and lines written into a pipe or a file are laid out for this width, i.e. not wrapped.
+UNWRAPPED_WIDTH = 10_000
 
 
 def _options(*opts: Callable[[Any], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -64,6 +67,24 @@ design_options = _options(
         "--fw-no-broadcast", is_flag=True, help="Firmware negotiates no SMI features (no broadcast)."
     ),
 )
+
+
+def console(stderr: bool = False) -> Console:
+    """A console for stdout (or stderr): on a terminal, rich's usual one; into a pipe or a file,
+    one that never wraps a line (a log or grep sees each line whole)."""
+    out = Console(stderr=stderr, highlight=False, markup=False)
+    if out.is_terminal:
+        return out
+    return Console(stderr=stderr, highlight=False, markup=False, soft_wrap=True, width=UNWRAPPED_WIDTH)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def note(text: str, as_json: bool) -> None:
+    """A line about what the command did: on stdout, or on stderr when stdout is one JSON document."""
+    click.echo(text, err=as_json)
 
 
 def _setup(design: str, attacks: tuple[str, ...], scenario: Scenario, **opts: Any):
@@ -203,6 +224,24 @@ HTML_OPTION = click.option(
 
 
 # -- simulate -----------------------------------------------------------------------------------
+# What --replay may be combined with: the rest of the run's setup comes from the trace file.
+REPLAY_COMPATIBLE = frozenset({"replay", "verbose", "as_json", "html_out"})
+
+
+def _refuse_with_replay(ctx: click.Context) -> None:
+    given = [
+        param.opts[0]
+        for param in ctx.command.params
+        if param.name not in REPLAY_COMPATIBLE
+        and ctx.get_parameter_source(param.name or "") not in (None, ParameterSource.DEFAULT)
+    ]
+    if given:
+        raise UsageError(
+            f"--replay takes the design, its options and the scenario from the trace file; "
+            f"{', '.join(given)} cannot be combined with it (only --verbose, --json and --html can)"
+        )
+
+
 @cli.command()
 @scenario_options
 @design_options
@@ -213,12 +252,15 @@ HTML_OPTION = click.option(
     type=str,
     default=None,
     metavar="FILE",
-    help="Replay a schedule saved by `check` or `witness --trace-out` step by step (its setup wins).",
+    help="Replay a trace saved by `check` or `witness --trace-out` step by step; it must reproduce the "
+    "recorded outcome (the setup comes from the file: only --verbose, --json and --html combine with it).",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Also show every register and memory access.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the timeline.")
 @HTML_OPTION
+@click.pass_context
 def simulate(
+    ctx: click.Context,
     boot_cpus: int,
     max_cpus: int,
     plug: int,
@@ -231,20 +273,20 @@ def simulate(
     html_out: Path | None,
     **opts: Any,
 ) -> None:
-    """Boot, hot-add --plug CPUs, hot-remove --unplug of them; print the timeline and a summary."""
-    from smm_hotplug.checker.traces import load
+    """Boot, hot-add --plug CPUs, hot-remove --unplug of them; print the timeline and a summary.
+
+    With --replay FILE: re-run a saved trace. Exit 1 when it reproduces its recorded violation, 0 when
+    it reproduces its recorded hard case, 2 when the file is refused or does not reproduce."""
     from smm_hotplug.report.text import render_summary, render_timeline, simulation_json
     from smm_hotplug.simulator import simulate as run
 
+    replayed = None
     if replay is not None:
-        setup, schedule = load(replay)
-        res = run(setup.system(), detail=verbose, schedule=schedule)
-        if res.outcome == "trace-diverged":
-            actor, choice = schedule[len(res.steps)]
-            raise UsageError(
-                f"trace file {replay} does not fit this model: step {len(res.steps)} ({actor}/{choice}) "
-                "is not possible from the state the steps before it reach"
-            )
+        from smm_hotplug.checker.traces import replay as replay_file
+
+        _refuse_with_replay(ctx)
+        replayed = replay_file(replay, detail=verbose)
+        res = replayed.run
     else:
         setup = _setup(design, (), Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
         res = run(setup.system(), seed=seed, detail=verbose)
@@ -252,29 +294,111 @@ def simulate(
         from smm_hotplug.report.html import page, run_diagram
 
         if res.steps and not any(e.detail for st in res.steps for e in st.events):
-            res = run(res.system, detail=True, schedule=[(st.actor, st.choice) for st in res.steps])
+            full = run(res.system, detail=True, schedule=[(st.actor, st.choice) for st in res.steps])
+            full.judged, full.never_completes = res.judged, res.never_completes
+            res = full
         status = ", ".join(f"{p}: {v['status']}" for p, v in res.property_status().items())
         section = run_diagram("run", f"{res.system.design.id}: simulated run", status, res)
         html_out.write_text(
             page(
                 f"smm-hotplug simulate — {res.system.design.id}",
-                f"Outcome: {res.outcome} after {len(res.steps)} steps.",
+                f"Outcome: {res.outcome} after {len(res.steps)} steps."
+                + (f" Replay of {replay}: reproduces {replayed.outcome()}." if replayed else ""),
                 [section],
             )
         )
+    if replayed is not None and replayed.other_model is not None:
+        click.echo(
+            f"smm-hotplug: note: trace file {replay} was {replayed.other_model}; it reproduces here", err=True
+        )
     if as_json:
-        click.echo(json.dumps(simulation_json(res, verbose), indent=2))
+        doc = simulation_json(res, verbose)
+        if replayed is not None:
+            rec = replayed.recorded
+            doc["replay"] = {
+                "file": replay,
+                "reproduced": True,
+                "verdict": rec.verdict,
+                "property": rec.property,
+                "case": rec.case,
+                "step": replayed.step,
+                "judged": list(rec.judged),
+                "tool_version": rec.tool_version,
+                "model_digest": rec.model_digest,
+            }
+        click.echo(json.dumps(doc, indent=2))
     else:
-        console = Console(highlight=False)
-        render_timeline(res, console, verbose)
-        render_summary(res, console)
+        out = console()
+        render_timeline(res, out, verbose)
+        if replayed is not None:
+            judged = ", ".join(replayed.recorded.judged) or "none (a witness search)"
+            out.print(f"replay of {replay}: reproduces {replayed.outcome()}, as recorded (judged: {judged})")
+        render_summary(res, out)
         if html_out is not None:
-            console.print(f"diagram written to {html_out}")
+            out.print(f"HTML page written to {html_out}: 1 diagram")
+    if as_json and html_out is not None:
+        note(f"HTML page written to {html_out}: 1 diagram", True)
     sys.exit(EXIT_OK if res.ok else EXIT_VIOLATED)
+
+
+# -- JUnit ---------------------------------------------------------------------------------------
+def junit_option(command_name: str) -> Callable[[Callable[..., Any]], Any]:
+    """--junit FILE.  Put it right under @cli.command(): input the command refuses (an unknown id,
+    a bad limit) is then written as an error case too, so a CI job sees why nothing was checked."""
+
+    def apply(fn: Callable[..., Any]) -> Any:
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            junit = kwargs.get("junit")
+            try:
+                return fn(*args, **kwargs)
+            except UsageError as err:
+                if junit is not None:
+                    from smm_hotplug.report.junit import write_bad_input
+
+                    write_bad_input(junit, command_name, str(err))
+                raise
+
+        return click.option(
+            "--junit",
+            type=OUTPUT_FILE,
+            default=None,
+            metavar="FILE",
+            help="Also write JUnit XML: a test case per design × adversary cell (failure: violated; "
+            "error: incomplete or bad input).",
+        )(command)
+
+    return apply
+
+
+def _write_junit(
+    junit: Path,
+    command: str,
+    scenario: Scenario,
+    results: list[Any],
+    unfinished: list[tuple[str, str]],
+    as_json: bool,
+) -> None:
+    from smm_hotplug.report.junit import write_results
+
+    _describe_violations(results, scenario)
+    cases = write_results(junit, command, scenario, results, unfinished)
+    note(f"JUnit XML written to {junit}: {plural(cases, 'test case')}", as_json)
+
+
+def _describe_violations(results: list[Any], scenario: Scenario) -> None:
+    """Give each violated matrix cell (checked without descriptions) its readable trace."""
+    from smm_hotplug.checker.explore import replay_trace
+    from smm_hotplug.checker.traces import CheckSetup
+
+    for r in results:
+        if r.verdict == "violated" and not r.trace:
+            r.trace = replay_trace(CheckSetup(r.design, scenario, tuple(r.attacks)).system(), r.schedule)
 
 
 # -- check ----------------------------------------------------------------------------------------
 @cli.command()
+@junit_option("check")
 @scenario_options
 @design_options
 @click.option(
@@ -304,23 +428,26 @@ def check(
     trace_out: Path | None,
     limits: Limits,
     html_out: Path | None,
+    junit: Path | None,
     **opts: Any,
 ) -> None:
     """Explore every interleaving: prove every property or print the shortest violating trace
     (and name the hard cases the exploration went through, see `smm-hotplug cases`)."""
-    from smm_hotplug.checker.run import NONE, run_check
+    from smm_hotplug.checker.run import run_check
     from smm_hotplug.checker.traces import save
 
-    setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
+    scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
+    setup = _setup(design, attack_ids, scenario, **opts)
     res = _with_progress(lambda progress: run_check(setup, limits=limits, progress=progress), as_json)
     doc = res.to_json()
     if trace_out is not None and res.verdict == "violated":
-        save(trace_out, setup, doc)
+        save(trace_out, setup, res)
+    _print_check(res, doc, as_json, trace_out)
     if html_out is not None:
         from smm_hotplug.report.checks import cases_reached
         from smm_hotplug.report.html import matrix_table, page, trace_section
 
-        column = "+".join(res.attacks) or NONE  # the table's one column
+        column = res.column  # the table's one column
         sections = [trace_section(setup.system(), res, "trace")] if res.verdict == "violated" else []
         res_for_table = dataclasses.replace(res, attacks=[column] if res.attacks else [])
         html_out.write_text(
@@ -332,7 +459,11 @@ def check(
                 matrix_table([res_for_table], {(res.design, column): "trace"} if sections else {}),
             )
         )
-    _print_and_exit(res, doc, as_json, trace_out, {"holds": EXIT_OK, "violated": EXIT_VIOLATED})
+        what = "the shortest trace as a sequence diagram" if sections else "no diagram (nothing violated)"
+        note(f"HTML page written to {html_out}: the verdict table and {what}", as_json)
+    if junit is not None:
+        _write_junit(junit, "check", scenario, [res], [], as_json)
+    sys.exit({"holds": EXIT_OK, "violated": EXIT_VIOLATED}.get(res.verdict, EXIT_USAGE))
 
 
 # -- witness ----------------------------------------------------------------------------------------
@@ -376,27 +507,24 @@ def witness(
     res = _with_progress(lambda progress: run_witness(setup, case, limits, progress), as_json)
     doc = res.to_json()
     if trace_out is not None and res.verdict == "reached":
-        save(trace_out, setup, doc)
-    _print_and_exit(res, doc, as_json, trace_out, {"reached": EXIT_OK, "unreachable": EXIT_VIOLATED})
+        save(trace_out, setup, res, case=case)
+    _print_check(res, doc, as_json, trace_out)
+    sys.exit({"reached": EXIT_OK, "unreachable": EXIT_VIOLATED}.get(res.verdict, EXIT_USAGE))
 
 
-def _print_and_exit(
-    res: Any, doc: dict, as_json: bool, trace_out: Path | None, exits: dict[str, int]
-) -> None:
-    """Print a check or witness (JSON or text), say where its schedule went, exit by verdict
-    (anything not in ``exits``, i.e. incomplete, is 2)."""
+def _print_check(res: Any, doc: dict, as_json: bool, trace_out: Path | None) -> None:
+    """Print a check or witness (JSON or text) and say where its schedule went."""
     from smm_hotplug.report.checks import render_check
 
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
-        console = Console(highlight=False)
-        render_check(res, console)
-        if trace_out is not None and res.schedule:
-            console.print(
-                f"schedule saved to {trace_out}; replay it with: smm-hotplug simulate --replay {trace_out}"
-            )
-    sys.exit(exits.get(res.verdict, EXIT_USAGE))
+        render_check(res, console())
+    if trace_out is not None and res.schedule:
+        note(
+            f"schedule saved to {trace_out}; replay it with: smm-hotplug simulate --replay {trace_out}",
+            as_json,
+        )
 
 
 def _with_progress(job: Callable[[Any], Any], quiet: bool) -> Any:
@@ -421,12 +549,25 @@ def _with_progress(job: Callable[[Any], Any], quiet: bool) -> Any:
         return job(progress)
 
 
+def cell_line(res: Any, finished: int, total: int) -> str:
+    """One finished matrix cell, as `matrix` and `report` log it when stderr is not a terminal."""
+    what = res.verdict + (f" {res.prop}" if res.prop else "")
+    figures = f"{res.states:,} states, {res.seconds:.2f} s"
+    if res.bound is not None:
+        figures += f", clean to {res.bound} steps"
+    return f"[{finished}/{total}] {res.design} × {res.column}: {what} ({figures})"
+
+
 def _with_cell_progress(job: Callable[[Any], Any]) -> Any:
     """Run ``job(done)`` (a matrix) with a rich progress bar over its cells on stderr when it is a
-    terminal."""
+    terminal, else with a line on stderr per finished cell."""
     err = Console(stderr=True)
     if not err.is_terminal:
-        return job(None)
+
+        def log(res: Any, finished: int, total: int) -> None:
+            click.echo(cell_line(res, finished, total), err=True)
+
+        return job(log)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"))
@@ -434,20 +575,51 @@ def _with_cell_progress(job: Callable[[Any], Any]) -> Any:
         task = bar.add_task("checking", total=None)
 
         def done(res: Any, finished: int, total: int) -> None:
-            column = "+".join(res.attacks) or "none"
             bar.update(
-                task, completed=finished, total=total, description=f"{res.design} × {column}: {res.verdict}"
+                task,
+                completed=finished,
+                total=total,
+                description=f"{res.design} × {res.column}: {res.verdict}",
             )
 
         return job(done)
 
 
-def matrix_limits(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Per-cell limits and --workers, shared by `matrix` and `report`."""
+def _run_cells(job: Callable[[Any], Any]) -> tuple[list[Any], list[tuple[str, str]]]:
+    """A matrix with progress: (finished cells, cells Ctrl-C kept from finishing)."""
+    from smm_hotplug.checker.run import MatrixInterrupted
+
+    try:
+        return _with_cell_progress(job), []
+    except MatrixInterrupted as stop:
+        return stop.results, stop.unfinished
+
+
+def _interrupted(results: list[Any], unfinished: list[tuple[str, str]]) -> str:
+    total = len(results) + len(unfinished)
+    return f"interrupted (Ctrl-C): {len(results)} of {total} cells finished; every worker stopped"
+
+
+def matrix_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Rows and columns, per-cell limits and --workers, shared by `matrix` and `report`."""
     command = click.option(
         "--workers", type=int, default=None, help="Parallel worker processes (default: one per core)."
     )(command)
-    return limit_options(MATRIX_CELL_CAP, " a cell")(command)
+    command = limit_options(MATRIX_CELL_CAP, " a cell")(command)
+    command = click.option(
+        "--attack",
+        "attack_ids",
+        multiple=True,
+        metavar="ID",
+        help="Adversary columns to include, `none` and `all` allowed (repeatable; default: every one).",
+    )(command)
+    return click.option(
+        "--design",
+        "design_ids",
+        multiple=True,
+        metavar="ID",
+        help="Designs to include (repeatable; default: all).",
+    )(command)
 
 
 def _check_workers(workers: int | None) -> None:
@@ -456,43 +628,77 @@ def _check_workers(workers: int | None) -> None:
 
 
 @cli.command()
+@junit_option("matrix")
 @scenario_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of check objects.")
-@matrix_limits
+@click.option(
+    "--expect",
+    "expect_path",
+    type=str,
+    default=None,
+    metavar="FILE",
+    help="Compare every cell's verdict and violated property with FILE (a saved `matrix --json`); "
+    "exit 1 listing each cell that changed.",
+)
+@matrix_options
 def matrix(
     boot_cpus: int,
     max_cpus: int,
     plug: int,
     unplug: int,
     as_json: bool,
+    expect_path: str | None,
+    design_ids: tuple[str, ...],
+    attack_ids: tuple[str, ...],
     limits: Limits,
     workers: int | None,
+    junit: Path | None,
 ) -> None:
-    """Every design × every adversary (plus none and all): verdicts, properties, figures."""
+    """Every design × every adversary (plus none and all): verdicts, properties, figures.
+
+    Exits 0; with --expect, 1 when a cell's verdict or violated property changed; 2 on bad input or
+    when Ctrl-C stopped it (the finished cells are reported)."""
     from smm_hotplug.checker.run import run_matrix
     from smm_hotplug.report.checks import render_matrix
 
     _check_workers(workers)
     scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
-    results = _with_cell_progress(lambda done: run_matrix(scenario, limits, workers, done=done))
+    expectation = None
+    if expect_path is not None:
+        from smm_hotplug.checker.expect import load
+
+        expectation = load(expect_path, scenario)
+    designs, columns = list(design_ids) or None, list(attack_ids) or None
+    results, unfinished = _run_cells(
+        lambda done: run_matrix(scenario, limits, workers, designs, columns, done=done)
+    )
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
-        render_matrix(results, Console(highlight=False))
+        render_matrix(results, console())
+    if junit is not None:
+        _write_junit(junit, "matrix", scenario, results, unfinished, as_json)
+    if unfinished:
+        click.echo(f"smm-hotplug: {_interrupted(results, unfinished)}", err=True)
+        sys.exit(EXIT_USAGE)
+    if expectation is not None:
+        changed, outside = expectation.compare(results, restricted=bool(design_ids or attack_ids))
+        if outside:
+            note(
+                f"{outside} cells of {expect_path} lie outside --design/--attack and were not compared",
+                as_json,
+            )
+        if changed:
+            note(f"{len(changed)} of {len(results)} cells differ from {expect_path}:", as_json)
+            for line in changed:
+                note(f"  {line}", as_json)
+            sys.exit(EXIT_VIOLATED)
+        note(f"all {len(results)} cells match {expect_path}", as_json)
 
 
 @cli.command()
+@junit_option("report")
 @scenario_options
-@click.option(
-    "--design", "design_ids", multiple=True, metavar="ID", help="Designs to include (default: all)."
-)
-@click.option(
-    "--attack",
-    "attack_ids",
-    multiple=True,
-    metavar="ID",
-    help="Adversary columns to include, `none` and `all` allowed (default: every one).",
-)
 @click.option(
     "--output",
     "-o",
@@ -501,7 +707,7 @@ def matrix(
     required=True,
     help="HTML file to write.",
 )
-@matrix_limits
+@matrix_options
 def report(
     boot_cpus: int,
     max_cpus: int,
@@ -512,37 +718,50 @@ def report(
     out: Path,
     limits: Limits,
     workers: int | None,
+    junit: Path | None,
 ) -> None:
-    """One self-contained HTML page: the matrix, every shortest attack and the benign hot-add/remove."""
-    from smm_hotplug.checker.run import NONE, run_matrix
+    """One self-contained HTML page: the matrix, every shortest attack and the benign hot-add/remove.
+
+    Exits 0, or 2 on bad input or when Ctrl-C stopped it (the page then shows the finished cells)."""
+    from smm_hotplug.checker.run import run_matrix
     from smm_hotplug.checker.traces import CheckSetup
     from smm_hotplug.designs.catalog import DEFAULT_DESIGN
     from smm_hotplug.report.html import benign_sections, matrix_table, page, trace_section
 
     scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
     _check_workers(workers)
-    results = _with_cell_progress(
-        lambda done: run_matrix(
-            scenario, limits, workers, list(design_ids) or None, list(attack_ids) or None, done=done
-        )
+    designs, columns = list(design_ids) or None, list(attack_ids) or None
+    results, unfinished = _run_cells(
+        lambda done: run_matrix(scenario, limits, workers, designs, columns, done=done)
     )
     sections, anchors = [], {}
     for r in results:
         if r.verdict != "violated":
             continue
-        column = r.attacks[0] if r.attacks else NONE
-        anchor = f"trace-{r.design}-{column}"
-        anchors[(r.design, column)] = anchor
+        anchor = f"trace-{r.design}-{r.column}"
+        anchors[(r.design, r.column)] = anchor
         sections.append(trace_section(CheckSetup(r.design, scenario, tuple(r.attacks)).system(), r, anchor))
+    diagrams = len(sections)
     sections += benign_sections(CheckSetup(DEFAULT_DESIGN, scenario).system())
     intro = (
         f"{boot_cpus} boot CPUs, {max_cpus} possible, plug {plug}, unplug {unplug}. Each cell: verdict, the "
         "property violated, states explored and seconds; a violated cell links to its shortest attack."
     )
+    if unfinished:
+        intro += f" Incomplete page: {_interrupted(results, unfinished)}."
     out.write_text(
         page("smm-hotplug: designs × adversaries", intro, sections, matrix_table(results, anchors))
     )
-    click.echo(f"report written to {out}: {len(results)} checks, {len(sections)} diagrams")
+    benign = len(sections) - diagrams
+    click.echo(
+        f"report written to {out}: {plural(len(results), 'check')}, {plural(len(sections), 'diagram')} "
+        f"({plural(diagrams, 'shortest attack')}, {plural(benign, 'benign run')} of {DEFAULT_DESIGN})"
+    )
+    if junit is not None:
+        _write_junit(junit, "report", scenario, results, unfinished, False)
+    if unfinished:
+        click.echo(f"smm-hotplug: {_interrupted(results, unfinished)}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 def main(argv: list[str] | None = None) -> None:

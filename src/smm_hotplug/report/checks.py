@@ -16,6 +16,7 @@ VERDICT_STYLE = {
     "unreachable": "bold yellow",
 }
 BOOT_MARK = "OS: ACPI enabled"
+ACTOR_WIDTH = 6  # as in the simulator's timeline
 
 
 def render_check(res: CheckResult, console: Console) -> None:
@@ -75,6 +76,9 @@ def render_trace(res: CheckResult, console: Console) -> None:
         )
         start = boot_end
     last = len(res.trace) - 1
+    # A compact actor column, as wide as the CPUs, management and DMA need; an adversary's
+    # longer name (adv:<id>) takes the room it needs on its own lines.
+    width = max([ACTOR_WIDTH, *(len(t.actor) for t in res.trace[start:] if not t.actor.startswith("adv"))])
     for i in range(start, len(res.trace)):
         t = res.trace[i]
         style = (
@@ -83,7 +87,7 @@ def render_trace(res: CheckResult, console: Console) -> None:
             else ("red" if t.actor.startswith("adv") else "")
         )
         line = Text(f"  {i:4d} ", style="dim")
-        line.append(f"{t.actor:<34} ", style="bold" if t.actor.startswith("adv") else "")
+        line.append(f"{t.actor:<{width}} ", style="bold" if t.actor.startswith("adv") else "")
         line.append(t.text, style=style)
         console.print(line)
 
