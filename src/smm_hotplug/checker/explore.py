@@ -7,7 +7,8 @@ limits and Ctrl-C stop the search as a bounded proof (``checker.limits``).  Safe
 are checked on every transition, so the first violation found lies at minimal depth and its
 trace is a shortest attack.  ``hotplug-completes`` is checked once the space is explored:
 every reachable state must be able to reach the end of the scenario (no deadlock, no livelock)
-— with fair scheduling the scenario then always completes.
+— with fair scheduling the scenario then always completes; a violation's trace runs from
+power-on into the stuck end (``checker.liveness``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from smm_hotplug.adversaries.base import Adversary
 from smm_hotplug.checker.cases import HARD_CASES, Predicate
 from smm_hotplug.checker.graph import StateGraph
 from smm_hotplug.checker.limits import Limits, Watch
+from smm_hotplug.checker.liveness import find_stuck
 from smm_hotplug.checker.pool import StatePool
 from smm_hotplug.invariants import PROPERTIES
 from smm_hotplug.world import System, World
@@ -59,6 +61,12 @@ class CheckResult:
     # to each, None for those it never reached.
     cases: dict[str, int | None] = field(default_factory=dict)
     stopped: str | None = None  # incomplete: the limit that stopped it ("at depth 90")
+    firmware: str = ""  # the edk2 version the firmware follows
+    # hotplug-completes: each actor at the stuck end and what it waits for; where the repeating
+    # cycle starts in the trace (None: a deadlock); after how many steps it could not complete.
+    stuck: list[dict[str, str]] = field(default_factory=list)
+    cycle_start: int | None = None
+    no_return: int | None = None
 
     @property
     def bound(self) -> int | None:
@@ -68,6 +76,7 @@ class CheckResult:
     def to_json(self) -> dict:
         return {
             "design": self.design,
+            "firmware": self.firmware,
             "attacks": self.attacks,
             "verdict": self.verdict,
             "property": self.prop,
@@ -84,6 +93,11 @@ class CheckResult:
             "judged": list(self.judged),
             "cases": dict(self.cases),
             "stopped": self.stopped,
+            "stuck": [
+                {"actor": s["actor"], "waiting_for": s["waiting_for"], "at": s["at"]} for s in self.stuck
+            ],
+            "cycle_start": self.cycle_start,
+            "point_of_no_return": self.no_return,
         }
 
 
@@ -100,6 +114,9 @@ class Exploration(NamedTuple):
     depth: int
     reached: dict[str, int]  # hard case -> steps of the shortest schedule to it
     stopped: str | None = None  # incomplete: which limit stopped it ("after 1,000 states")
+    stuck: list[dict[str, str]] | None = None  # hotplug-completes: see liveness.Stuck
+    cycle_start: int | None = None
+    no_return: int | None = None
 
 
 def explore(
@@ -193,33 +210,26 @@ def explore(
             if why is not None:
                 return incomplete(why)
             # ids are assigned in BFS order: states are expanded in id order
-        stuck = graph.cannot_finish(finished) if liveness else None
+        stuck = find_stuck(system, graph, states_list, finished) if liveness else None
     except KeyboardInterrupt:
         return incomplete("when interrupted (Ctrl-C)")
     if stuck is not None:
-        w = states_list[stuck]
-        kind = "deadlock" if not graph.out_degree(stuck) else "livelock"
-        detail = f"{kind}: from this state the scenario can never complete ({_describe_stuck(system, w)})"
-        sched = graph.path_to(stuck)
-        return result("violated", "hotplug-completes", detail, sched, len(sched))
+        sched = stuck.schedule
+        return Exploration(
+            "violated",
+            "hotplug-completes",
+            stuck.detail,
+            sched,
+            len(index),
+            transitions,
+            len(sched),
+            reached,
+            None,
+            stuck.stuck,
+            stuck.cycle_start,
+            stuck.no_return,
+        )
     return result("holds", d=depth)
-
-
-def _describe_stuck(system: System, w: World) -> str:
-    from smm_hotplug.simulator import PLACES
-
-    parts = []
-    for slot, c in enumerate(w.m.cpus):
-        if not c.present:
-            continue
-        where = ""
-        if c.pc is not None:
-            obj = system.plat.mem_object(w.m, c.pc[0], "smm" if c.smm else "cpu")
-            name = obj.value if obj is not None else "?"
-            where = PLACES.get((name, c.pc[1]), f"{name}:{c.pc[1]}")
-        state = ("in SMM " if c.smm else "") + where if where else ("waiting for SIPI" if c.mode == 1 else "")
-        parts.append(f"cpu{slot} {state}".strip())
-    return "; ".join(parts)
 
 
 def replay_trace(system: System, schedule: list[tuple[str, int]]) -> list[TraceStep]:
@@ -284,6 +294,10 @@ def check(
         judged,
         cases={case: out.reached.get(case) for case in chosen},
         stopped=out.stopped,
+        firmware=system.design.fw.version,
+        stuck=out.stuck or [],
+        cycle_start=out.cycle_start,
+        no_return=out.no_return,
     )
     if verdict in ("violated", "reached") and describe:
         res.trace = replay_trace(system, out.schedule)

@@ -10,6 +10,7 @@ from typing import Any
 from smm_hotplug.adversaries.catalog import resolve
 from smm_hotplug.designs.catalog import get_design, with_options
 from smm_hotplug.errors import UsageError
+from smm_hotplug.firmware.options import DEFAULT_FIRMWARE
 from smm_hotplug.world import Scenario, System, make_system
 
 FORMAT = "smm-hotplug-trace/1"
@@ -28,6 +29,7 @@ class CheckSetup:
     no_smram_lock: bool = False
     no_gate: bool = False
     no_broadcast: bool = False
+    firmware: str = DEFAULT_FIRMWARE
 
     def options(self) -> dict[str, Any]:
         return {
@@ -37,6 +39,7 @@ class CheckSetup:
             "no_smram_lock": self.no_smram_lock,
             "no_gate": self.no_gate,
             "no_broadcast": self.no_broadcast,
+            "firmware": self.firmware,
         }
 
     def system(self) -> System:
@@ -87,6 +90,7 @@ def load(path: str) -> tuple[CheckSetup, list[tuple[str, int]]]:
             no_smram_lock=bool(opts.get("no_smram_lock", False)),
             no_gate=bool(opts.get("no_gate", False)),
             no_broadcast=bool(opts.get("no_broadcast", False)),
+            firmware=str(opts.get("firmware", DEFAULT_FIRMWARE)),
         )
         schedule = [(str(a), int(c)) for a, c in doc["schedule"]]
     except (KeyError, TypeError, ValueError) as err:

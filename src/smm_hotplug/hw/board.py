@@ -19,8 +19,9 @@ from smm_hotplug.hw.memory import Obj
 from smm_hotplug.hw.state import Machine
 from smm_hotplug.hw.trace import Log
 
-# Called just before the hotplug block ejects a CPU: (board, machine, slot, log).
-EjectMonitor = Callable[["Board", Machine, int, Log], None]
+# Called just before the hotplug block ejects a CPU: (board, machine, slot, log, whether the OS
+# had asked for the removal).
+EjectMonitor = Callable[["Board", Machine, int, Log, bool], None]
 
 
 @dataclass(frozen=True)

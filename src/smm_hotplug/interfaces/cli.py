@@ -16,6 +16,7 @@ from rich.console import Console
 from smm_hotplug.checker.limits import Limits, rss_mib
 from smm_hotplug.designs.catalog import DEFAULT_DESIGN
 from smm_hotplug.errors import UsageError
+from smm_hotplug.firmware.options import DEFAULT_FIRMWARE, FIRMWARE_VERSIONS
 from smm_hotplug.world import Scenario
 
 EXIT_OK = 0
@@ -39,10 +40,19 @@ scenario_options = _options(
     click.option("--unplug", type=int, default=1, show_default=True, help="CPUs to hot-remove afterwards."),
 )
 
+FIRMWARE_OPTION = click.option(
+    "--firmware",
+    type=click.Choice(FIRMWARE_VERSIONS),
+    default=DEFAULT_FIRMWARE,
+    show_default=True,
+    help="edk2 version whose SMI rendezvous and hot-eject the firmware follows (see README).",
+)
+
 design_options = _options(
     click.option(
         "--design", default=DEFAULT_DESIGN, show_default=True, help="Design id (see `smm-hotplug designs`)."
     ),
+    FIRMWARE_OPTION,
     click.option(
         "--init-in-smm",
         type=click.Choice(["hold", "reset"]),
@@ -79,6 +89,7 @@ def _setup(design: str, attacks: tuple[str, ...], scenario: Scenario, **opts: An
         no_smram_lock=opts.get("fw_no_smram_lock", False),
         no_gate=opts.get("fw_no_gate", False),
         no_broadcast=opts.get("fw_no_broadcast", False),
+        firmware=opts.get("firmware", DEFAULT_FIRMWARE),
     )
     setup.system()  # validates design, attacks and counts up front
     return setup
@@ -457,6 +468,7 @@ def _check_workers(workers: int | None) -> None:
 
 @cli.command()
 @scenario_options
+@FIRMWARE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of check objects.")
 @matrix_limits
 def matrix(
@@ -464,6 +476,7 @@ def matrix(
     max_cpus: int,
     plug: int,
     unplug: int,
+    firmware: str,
     as_json: bool,
     limits: Limits,
     workers: int | None,
@@ -474,7 +487,9 @@ def matrix(
 
     _check_workers(workers)
     scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
-    results = _with_cell_progress(lambda done: run_matrix(scenario, limits, workers, done=done))
+    results = _with_cell_progress(
+        lambda done: run_matrix(scenario, limits, workers, done=done, firmware=firmware)
+    )
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
@@ -483,6 +498,7 @@ def matrix(
 
 @cli.command()
 @scenario_options
+@FIRMWARE_OPTION
 @click.option(
     "--design", "design_ids", multiple=True, metavar="ID", help="Designs to include (default: all)."
 )
@@ -507,6 +523,7 @@ def report(
     max_cpus: int,
     plug: int,
     unplug: int,
+    firmware: str,
     design_ids: tuple[str, ...],
     attack_ids: tuple[str, ...],
     out: Path,
@@ -523,7 +540,13 @@ def report(
     _check_workers(workers)
     results = _with_cell_progress(
         lambda done: run_matrix(
-            scenario, limits, workers, list(design_ids) or None, list(attack_ids) or None, done=done
+            scenario,
+            limits,
+            workers,
+            list(design_ids) or None,
+            list(attack_ids) or None,
+            done=done,
+            firmware=firmware,
         )
     )
     sections, anchors = [], {}
@@ -533,10 +556,12 @@ def report(
         column = r.attacks[0] if r.attacks else NONE
         anchor = f"trace-{r.design}-{column}"
         anchors[(r.design, column)] = anchor
-        sections.append(trace_section(CheckSetup(r.design, scenario, tuple(r.attacks)).system(), r, anchor))
-    sections += benign_sections(CheckSetup(DEFAULT_DESIGN, scenario).system())
+        setup = CheckSetup(r.design, scenario, tuple(r.attacks), firmware=firmware)
+        sections.append(trace_section(setup.system(), r, anchor))
+    sections += benign_sections(CheckSetup(DEFAULT_DESIGN, scenario, firmware=firmware).system())
     intro = (
-        f"{boot_cpus} boot CPUs, {max_cpus} possible, plug {plug}, unplug {unplug}. Each cell: verdict, the "
+        f"{boot_cpus} boot CPUs, {max_cpus} possible, plug {plug}, unplug {unplug}, firmware {firmware}. "
+        "Each cell: verdict, the "
         "property violated, states explored and seconds; a violated cell links to its shortest attack."
     )
     out.write_text(
