@@ -155,3 +155,26 @@ def test_the_sequence_diagram_ends_with_the_stuck_actors_and_marks_the_cycle():
     assert (
         'class="cycle"' in svg and f"steps {res.cycle_start}-{len(res.schedule) - 1} repeat for ever" in svg
     )
+
+
+def test_stuck_actors_are_described_by_the_waits_of_their_steps():
+    from smm_hotplug.checker.liveness import describe
+
+    setup = CheckSetup(SHIPPED, Scenario())
+    system = setup.system()
+    run = simulate(system, seed=0)
+    w = system.initial()
+    seen: dict[str, dict[str, str]] = {}
+    for st in run.steps:
+        w = system.replay_move(w, st.actor, st.choice).world
+        for s in describe(system, w):
+            seen.setdefault(s["at"], s)
+    assert seen["fw.smm_core:rel_wait_leave in SMM"]["waiting_for"] == (
+        "spins in the monarch's wait for AboutToLeaveSmm from the CPU being relocated"
+    )
+    assert seen["fw.pen:halt"]["waiting_for"] == "is halted in the pen (CLI; HLT) until the OS starts it"
+    assert (
+        seen["script step 2"]["waiting_for"]
+        == "waits for the guest to settle before its next action (unplug)"
+    )
+    assert seen["wait-for-SIPI"]["waiting_for"].startswith("waits for a SIPI")

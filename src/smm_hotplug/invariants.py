@@ -105,23 +105,42 @@ def check_state(board: Board, m: Machine, log: Log) -> None:
         check_table(board, m, log)
 
 
+TABLE_MEMO_LIMIT = 1 << 16  # distinct RAM images whose table analysis is remembered
+
+
+def _table_slots(board: Board, m: Machine) -> tuple[dict[int, int], str | None]:
+    """APIC ID -> slot of the firmware's CPU table, and the first duplicate entry (as text).
+    Read from physical RAM (TSEG is RAM) and remembered per RAM image: states share them."""
+    memo = board.memo("firmware-table")
+    hit = memo.get(m.mem)
+    if hit is not None:
+        return hit
+    lay = FW.smram_layout(board.cfg)
+    slot_of: dict[int, int] = {}
+    duplicate = None
+    for i in range(lay.max_cpus):
+        a = m.mem.read(lay.apic_id_slot(i), 8)
+        if a == FW.INVALID_APIC_ID:
+            continue
+        if a in slot_of:
+            duplicate = f"APIC ID {a} is in the firmware's CPU table twice (slots {slot_of[a]} and {i})"
+            break
+        slot_of[a] = i
+    if len(memo) >= TABLE_MEMO_LIMIT:
+        memo.clear()
+    memo[m.mem] = (slot_of, duplicate)
+    return slot_of, duplicate
+
+
 def check_table(board: Board, m: Machine, log: Log) -> None:
     """firmware-table-consistent.  A CPU counts as relocated when it can enter SMM at a TSEG
     tile: its SMBASE is a tile's and it is not waiting for SIPI (a CPU a VMM creates with a
     tile's SMBASE is not the firmware's business until it runs)."""
+    slot_of, duplicate = _table_slots(board, m)
+    if duplicate is not None:
+        log.violate("firmware-table-consistent", duplicate)
+        return
     lay = FW.smram_layout(board.cfg)
-    table = firmware_table(board, m)
-    slot_of: dict[int, int] = {}
-    for i, a in enumerate(table):
-        if a == FW.INVALID_APIC_ID:
-            continue
-        if a in slot_of:
-            log.violate(
-                "firmware-table-consistent",
-                f"APIC ID {a} is in the firmware's CPU table twice (slots {slot_of[a]} and {i})",
-            )
-            return
-        slot_of[a] = i
     for s, c in enumerate(m.cpus):
         if not c.present or c.mode == WAIT_SIPI:
             continue
@@ -129,7 +148,7 @@ def check_table(board: Board, m: Machine, log: Log) -> None:
         if tile is None:
             continue
         apic_id = board.cfg.apic_id(s)
-        if c.smm and views.read(board, m, c.smbase + SS_SMBASE, 4, SMM) != c.smbase:
+        if c.smm and m.mem.read(c.smbase + SS_SMBASE, 4) != c.smbase:
             log.violate(
                 "firmware-table-consistent",
                 f"cpu{s} (APIC ID {apic_id}), already relocated to tile {tile}, is given another SMBASE",
@@ -137,7 +156,7 @@ def check_table(board: Board, m: Machine, log: Log) -> None:
             return
         slot = slot_of.get(apic_id)
         if slot is None:
-            if views.read(board, m, lay.selector_map(tile), 8, SMM) != FW.NO_SELECTOR:
+            if m.mem.read(lay.selector_map(tile), 8) != FW.NO_SELECTOR:
                 continue  # dropped from the table and waiting for its eject
             log.violate(
                 "firmware-table-consistent",

@@ -320,7 +320,9 @@ def _release_all(b, bsp: int) -> None:
     b.wr_many([(sl.run(i), 4, v + 1) for i, p, v in zip(aps, present, runs, strict=True) if p])
 
 
-@core.step("exit")
+# Joins the step before it: it only writes SMRAM, which no actor outside SMM can see, and the
+# APs it releases are blocked until it runs.
+@core.step("exit", joins=True)
 def _exit(b, r: Scan):
     b.wr(lay(b).inside_smm, 1, 0)
     _release_all(b, r.cpu)
