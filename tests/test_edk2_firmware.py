@@ -230,6 +230,8 @@ def test_firmware_option_on_the_command_line():
     assert '"firmware": "edk2-current"' in out.stdout
     bad = run_cli("check", "--firmware", "edk2-2019")
     assert bad.returncode == 2 and "edk2-2019" in bad.stderr and "Traceback" not in bad.stderr
+    sim = run_cli("simulate", "--firmware", "edk2-current", "--plug", "1", "--unplug", "0", "--json")
+    assert sim.returncode == 0 and '"firmware": "edk2-current"' in sim.stdout
     assert "--firmware" in run_cli("matrix", "--help").stdout
     assert "--firmware" in run_cli("report", "--help").stdout
 
