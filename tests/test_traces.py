@@ -27,11 +27,15 @@ ATTACK = "os-code-at-default-smbase"
 
 @pytest.fixture(scope="module")
 def attack() -> dict:
-    """The shortest attack on sdm as a trace document (101 steps, violated at step 100)."""
+    """The shortest attack on sdm as a trace document (violated at its last step)."""
     setup = CheckSetup("sdm", Scenario(), (ATTACK,))
     res = run_check(setup)
-    assert (res.verdict, res.prop, len(res.schedule)) == ("violated", "smm-code-integrity", 101)
+    assert (res.verdict, res.prop) == ("violated", "smm-code-integrity")
     return trace_document(setup, res)
+
+
+def last(doc: dict) -> int:
+    return len(doc["schedule"]) - 1
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +71,9 @@ def refused(tmp_path: Path, doc: dict | str) -> str:
 # -- the recorded outcome must come back --------------------------------------------------------------
 def test_the_saved_attack_replays_to_its_violation_at_its_last_step(tmp_path, attack):
     rep = replay(write(tmp_path, attack))
-    assert rep.step == 100 and rep.other_model is None
-    assert rep.outcome() == "smm-code-integrity violated at step 100"
-    assert rep.run.property_status()["smm-code-integrity"]["first"]["step"] == 100
+    assert rep.step == last(attack) and rep.other_model is None
+    assert rep.outcome() == f"smm-code-integrity violated at step {last(attack)}"
+    assert rep.run.property_status()["smm-code-integrity"]["first"]["step"] == last(attack)
     assert not rep.run.ok
 
 
@@ -85,19 +89,19 @@ def test_a_schedule_cut_short_does_not_reproduce(tmp_path, attack):
 @pytest.mark.parametrize(
     "field,value,needle",
     [
-        ("property", "smram-isolation", "replayed smm-code-integrity is violated first, at step 100"),
-        ("detail", "something else", "step 100 violates smm-code-integrity as 'cpu2 executes os.payload"),
+        ("property", "smram-isolation", "replayed smm-code-integrity is violated first, at step {last}"),
+        ("detail", "something else", "step {last} violates smm-code-integrity as 'cpu2 executes os.payload"),
         ("verdict", "reached", "a witness trace names its case and no property"),
     ],
 )
 def test_a_different_recorded_outcome_is_refused(tmp_path, attack, field, value, needle):
     doc = dict(attack, **{field: value})
-    assert needle in refused(tmp_path, doc)
+    assert needle.format(last=last(attack)) in refused(tmp_path, doc)
 
 
 def test_the_violation_must_be_the_first(tmp_path, attack):
     """A step the model can take appended after the violation, described as the model describes
-    it: the file now claims the violation at step 101, the replay finds it at step 100."""
+    it: the file now claims the violation one step later than the replay finds it."""
     setup = CheckSetup("sdm", Scenario(), (ATTACK,))
     system = setup.system()
     schedule = [(a, c) for a, c in attack["schedule"]]
@@ -107,11 +111,13 @@ def test_the_violation_must_be_the_first(tmp_path, attack):
     text = replay_trace(system, longer)[-1].text
     doc = copy.deepcopy(attack)
     doc["schedule"] = [list(s) for s in longer]
-    doc["trace"].append({"step": 101, "actor": extra.actor, "choice": extra.choice, "description": text})
+    doc["trace"].append(
+        {"step": len(schedule), "actor": extra.actor, "choice": extra.choice, "description": text}
+    )
     message = refused(tmp_path, doc)
     assert message.endswith(
-        "trace does not reproduce: the file says smm-code-integrity is violated at step 101, "
-        "but replayed smm-code-integrity is violated first, at step 100"
+        f"trace does not reproduce: the file says smm-code-integrity is violated at step {len(schedule)}, "
+        f"but replayed smm-code-integrity is violated first, at step {len(schedule) - 1}"
     )
 
 
@@ -122,7 +128,7 @@ def test_a_hotplug_completes_violation_replays_to_a_state_that_can_never_complet
         "status": "violated",
         "first": {"step": len(stuck["schedule"]), "text": stuck["detail"]},
     }
-    assert stuck["detail"].startswith("livelock: from this state the scenario can never complete (")
+    assert stuck["detail"].startswith(f"deadlock: after {len(stuck['schedule'])} steps no actor can move")
     out = run("simulate", "--replay", write(tmp_path, stuck, "s.json"))
     assert out.returncode == 1, out.stderr
     assert "reproduces hotplug-completes violated: the scenario can never complete after its" in out.stdout
@@ -148,11 +154,20 @@ def test_a_witness_trace_replays_judging_nothing_like_the_witness_run(tmp_path, 
     assert out.returncode == 0, (out.stdout, out.stderr)
     steps = len(gate["schedule"])
     assert f"hard case started-cpu-at-gate first reached after step {steps - 1} ({steps} steps)" in out.stdout
-    # the protocol properties broken on the way are shown, as not judged by the witness run
-    assert "not judged by the recorded run" in out.stdout
     doc = json.loads(run("simulate", "--replay", write(tmp_path, gate), "--json").stdout)
     assert {p["status"] for p in doc["invariants"].values()} == {"not judged"}
     assert doc["replay"]["case"] == "started-cpu-at-gate" and doc["replay"]["judged"] == []
+
+
+def test_a_violation_of_a_property_the_recorded_run_did_not_judge_is_marked_so():
+    from smm_hotplug.report.text import violation_note
+    from smm_hotplug.simulator import SimResult
+
+    res = SimResult(None, [], None, "trace-end", judged=("smm-code-integrity",))  # type: ignore[arg-type]
+    assert violation_note(res, "smbase-in-tseg", [(3, 4)]) == (
+        "violated in steps 3-4; not judged by the recorded run"
+    )
+    assert violation_note(res, "smm-code-integrity", [(7, 7)]) == "violated in step 7"
 
 
 def test_a_witness_trace_must_end_where_its_case_is_first_reached(tmp_path, gate):
@@ -178,31 +193,39 @@ def test_a_witness_file_cannot_claim_properties_were_judged(tmp_path, gate):
 
 
 # -- the readable trace is the schedule --------------------------------------------------------------
+def _adversary_step(doc: dict) -> int:
+    return next(i for i, t in enumerate(doc["trace"]) if t["actor"] == f"adv:{ATTACK}")
+
+
 def _edit_step(doc: dict, **changes) -> dict:
     doc = copy.deepcopy(doc)
-    doc["trace"][79].update(changes)
+    doc["trace"][_adversary_step(doc)].update(changes)
     return doc
 
 
 @pytest.mark.parametrize(
     "edit,needle",
     [
-        (lambda d: _edit_step(d, step=80), "trace[79].step is 80, expected 79"),
-        (lambda d: _edit_step(d, actor="cpu1"), "trace[79] is cpu1/0 but schedule[79] is adv:"),
-        (lambda d: _edit_step(d, choice=1), "trace[79] is adv:os-code-at-default-smbase/1 but schedule[79]"),
+        (lambda d, i: _edit_step(d, step=i + 1), "trace[{i}].step is {j}, expected {i}"),
+        (lambda d, i: _edit_step(d, actor="cpu1"), "trace[{i}] is cpu1/0 but schedule[{i}] is adv:"),
         (
-            lambda d: _edit_step(d, description="the OS reads a newspaper"),
-            "trace[79].description says 'the OS reads a newspaper', but step 79 of its schedule does "
+            lambda d, i: _edit_step(d, choice=1),
+            "trace[{i}] is adv:os-code-at-default-smbase/1 but schedule[{i}]",
+        ),
+        (
+            lambda d, i: _edit_step(d, description="the OS reads a newspaper"),
+            "trace[{i}].description says 'the OS reads a newspaper', but step {i} of its schedule does "
             "'the OS writes its own code at 0x38000'",
         ),
-        (lambda d: dict(d, trace=d["trace"][:50]), "trace has 50 steps but schedule has 101"),
-        (lambda d: dict(d, schedule=d["schedule"][:50]), "trace has 101 steps but schedule has 50"),
-        (lambda d: dict(d, trace=[], schedule=[]), "schedule: the schedule is empty"),
+        (lambda d, i: dict(d, trace=d["trace"][:50]), "trace has 50 steps but schedule has {n}"),
+        (lambda d, i: dict(d, schedule=d["schedule"][:50]), "trace has {n} steps but schedule has 50"),
+        (lambda d, i: dict(d, trace=[], schedule=[]), "schedule: the schedule is empty"),
     ],
 )
 def test_a_trace_array_that_is_not_the_schedule_is_refused(tmp_path, attack, edit, needle):
-    assert attack["trace"][79]["actor"] == f"adv:{ATTACK}"
-    assert needle in refused(tmp_path, edit(attack))
+    i = _adversary_step(attack)
+    message = needle.format(i=i, j=i + 1, n=len(attack["schedule"]))
+    assert message in refused(tmp_path, edit(attack, i))
 
 
 # -- the schema ----------------------------------------------------------------------------------------
@@ -305,7 +328,8 @@ def test_a_trace_of_another_model_version_says_so(tmp_path, attack):
     out = run("simulate", "--replay", write(tmp_path, broken))
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "was made by another model version (smm-hotplug 0.0.9, model 0123456789abcdef" in out.stderr
-    assert "and does not replay here: trace[79].description says" in out.stderr
+    step = _adversary_step(other)
+    assert f"and does not replay here: trace[{step}].description says" in out.stderr
 
 
 def test_the_model_digest_covers_the_model_and_not_its_drivers():

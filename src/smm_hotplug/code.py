@@ -30,12 +30,15 @@ class Program:
         self.doc = doc
         self.steps: dict[str, Step] = {}
         self.joins: set[str] = set()
+        self.waits: dict[str, str] = {}
 
-    def step(self, label: str, joins: bool = False) -> Callable[[Step], Step]:
+    def step(self, label: str, joins: bool = False, waits: str | None = None) -> Callable[[Step], Step]:
         """Register a step.  ``joins``: the step runs in the same transition as the one before
         it on this CPU — it touches nothing another actor could observe in between (or only
         something whose observer waits for it anyway), so a separate interleaving point would
-        only multiply states without adding behaviours."""
+        only multiply states without adding behaviours.  ``waits``: for a step that can wait
+        (a spin whose condition is false, or HLT), what a CPU stopped there is doing, in words
+        ("spins in the monarch's wait for AboutToLeaveSmm"); a stuck run names it."""
 
         def register(fn: Step) -> Step:
             if label in self.steps:
@@ -43,6 +46,8 @@ class Program:
             self.steps[label] = fn
             if joins:
                 self.joins.add(label)
+            if waits is not None:
+                self.waits[label] = waits
             return fn
 
         return register

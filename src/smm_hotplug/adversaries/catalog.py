@@ -31,7 +31,9 @@ from smm_hotplug.hw.views import CPU, DMA, RAM
 
 PAYLOAD = "os.payload"
 # Properties that assume the OS plays its part of the hotplug protocol.
-PROTOCOL = frozenset({"smbase-in-tseg", "save-state-exclusive", "eject-safe", "hotplug-completes"})
+PROTOCOL = frozenset(
+    {"smbase-in-tseg", "save-state-exclusive", "eject-safe", "firmware-table-consistent", "hotplug-completes"}
+)
 
 
 def _payload(writer: str) -> Obj:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from smm_hotplug.errors import UsageError
+from smm_hotplug.firmware.layout import smram_layout
 from smm_hotplug.firmware.smm_core import Scan
 from smm_hotplug.guest.kernel import Cscn
 from smm_hotplug.hw.cpu import DEFAULT_SMBASE, SS_RIP, WAIT_SIPI
@@ -82,9 +83,17 @@ def plug_before_broadcast(system: System, w: World) -> bool:
     )
 
 
+def smi_in_progress(system: System, w: World) -> bool:
+    """The monarch is inside its SMI handler: the firmware's InsideSmm flag is set (CPUs that
+    are only leaving SMM after the handler do not count)."""
+    if not any(c.smm for c in w.m.cpus):
+        return False
+    return bool(system.plat.mem_read(w.m, smram_layout(system.cfg).inside_smm, 1, SMM))
+
+
 def plug_after_broadcast(system: System, w: World) -> bool:
     """An SMI is being handled while a CPU plugged after it waits, with no SMI of its own."""
-    if not any(c.smm for c in w.m.cpus):
+    if not smi_in_progress(system, w):
         return False
     return any(
         not w.m.cpus[s].smi and w.m.cpus[s].mode == WAIT_SIPI for s in _hot_added_unrelocated(system, w)

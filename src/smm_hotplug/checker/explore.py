@@ -7,7 +7,8 @@ limits and Ctrl-C stop the search as a bounded proof (``checker.limits``).  Safe
 are checked on every transition, so the first violation found lies at minimal depth and its
 trace is a shortest attack.  ``hotplug-completes`` is checked once the space is explored:
 every reachable state must be able to reach the end of the scenario (no deadlock, no livelock)
-— with fair scheduling the scenario then always completes.
+— with fair scheduling the scenario then always completes; a violation's trace runs from
+power-on into the stuck end (``checker.liveness``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from smm_hotplug.adversaries.base import Adversary
 from smm_hotplug.checker.cases import HARD_CASES, Predicate
 from smm_hotplug.checker.graph import StateGraph
 from smm_hotplug.checker.limits import Limits, Watch
+from smm_hotplug.checker.liveness import find_stuck
 from smm_hotplug.checker.pool import StatePool
 from smm_hotplug.invariants import PROPERTIES
 from smm_hotplug.world import Scenario, System, World
@@ -60,6 +62,12 @@ class CheckResult:
     cases: dict[str, int | None] = field(default_factory=dict)
     stopped: str | None = None  # incomplete: the limit that stopped it ("at depth 90")
     scenario: Scenario | None = None  # the configuration checked
+    firmware: str = ""  # the edk2 version the firmware follows
+    # hotplug-completes: each actor at the stuck end and what it waits for; where the repeating
+    # cycle starts in the trace (None: a deadlock); after how many steps it could not complete.
+    stuck: list[dict[str, str]] = field(default_factory=list)
+    cycle_start: int | None = None
+    no_return: int | None = None
 
     @property
     def bound(self) -> int | None:
@@ -75,6 +83,7 @@ class CheckResult:
         sc = self.scenario
         return {
             "design": self.design,
+            "firmware": self.firmware,
             "attacks": self.attacks,
             "scenario": None
             if sc is None
@@ -94,6 +103,11 @@ class CheckResult:
             "judged": list(self.judged),
             "cases": dict(self.cases),
             "stopped": self.stopped,
+            "stuck": [
+                {"actor": s["actor"], "waiting_for": s["waiting_for"], "at": s["at"]} for s in self.stuck
+            ],
+            "cycle_start": self.cycle_start,
+            "point_of_no_return": self.no_return,
         }
 
 
@@ -111,6 +125,9 @@ class Exploration(NamedTuple):
     depth: int
     reached: dict[str, int]  # hard case -> steps of the shortest schedule to it
     stopped: str | None = None  # incomplete: which limit stopped it ("after 1,000 states")
+    stuck: list[dict[str, str]] | None = None  # hotplug-completes: see liveness.Stuck
+    cycle_start: int | None = None
+    no_return: int | None = None
 
 
 def explore(
@@ -204,33 +221,26 @@ def explore(
             if why is not None:
                 return incomplete(why)
             # ids are assigned in BFS order: states are expanded in id order
-        stuck = graph.cannot_finish(finished) if liveness else None
+        stuck = find_stuck(system, graph, states_list, finished) if liveness else None
     except KeyboardInterrupt:
         return incomplete(INTERRUPTED)
     if stuck is not None:
-        w = states_list[stuck]
-        kind = "deadlock" if not graph.out_degree(stuck) else "livelock"
-        detail = f"{kind}: from this state the scenario can never complete ({describe_stuck(system, w)})"
-        sched = graph.path_to(stuck)
-        return result("violated", "hotplug-completes", detail, sched, len(sched))
+        sched = stuck.schedule
+        return Exploration(
+            "violated",
+            "hotplug-completes",
+            stuck.detail,
+            sched,
+            len(index),
+            transitions,
+            len(sched),
+            reached,
+            None,
+            stuck.stuck,
+            stuck.cycle_start,
+            stuck.no_return,
+        )
     return result("holds", d=depth)
-
-
-def describe_stuck(system: System, w: World) -> str:
-    from smm_hotplug.simulator import PLACES
-
-    parts = []
-    for slot, c in enumerate(w.m.cpus):
-        if not c.present:
-            continue
-        where = ""
-        if c.pc is not None:
-            obj = system.plat.mem_object(w.m, c.pc[0], "smm" if c.smm else "cpu")
-            name = obj.value if obj is not None else "?"
-            where = PLACES.get((name, c.pc[1]), f"{name}:{c.pc[1]}")
-        state = ("in SMM " if c.smm else "") + where if where else ("waiting for SIPI" if c.mode == 1 else "")
-        parts.append(f"cpu{slot} {state}".strip())
-    return "; ".join(parts)
 
 
 def replay_trace(system: System, schedule: list[tuple[str, int]]) -> list[TraceStep]:
@@ -296,6 +306,10 @@ def check(
         cases={case: out.reached.get(case) for case in chosen},
         stopped=out.stopped,
         scenario=system.scenario,
+        firmware=system.design.fw.version,
+        stuck=out.stuck or [],
+        cycle_start=out.cycle_start,
+        no_return=out.no_return,
     )
     if verdict in ("violated", "reached") and describe:
         res.trace = replay_trace(system, out.schedule)

@@ -13,6 +13,7 @@ from smm_hotplug.checker.explore import INTERRUPTED, CheckResult, Progress, chec
 from smm_hotplug.checker.limits import Limits
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.designs.catalog import DESIGNS
+from smm_hotplug.firmware.options import DEFAULT_FIRMWARE
 from smm_hotplug.world import Scenario
 
 NONE = "none"  # the benign baseline column of the matrix
@@ -39,7 +40,7 @@ def matrix_columns() -> list[str]:
     return [NONE, *ADVERSARIES, ALL]
 
 
-Cell = tuple[str, str, Scenario, Limits | None]  # design, column, scenario, limits
+Cell = tuple[str, str, Scenario, Limits | None, str]  # design, column, scenario, limits, firmware
 
 
 class MatrixInterrupted(Exception):
@@ -54,9 +55,9 @@ class MatrixInterrupted(Exception):
 
 
 def _cell(args: Cell) -> CheckResult:
-    design, column, scenario, limits = args
+    design, column, scenario, limits, firmware = args
     attacks = () if column == NONE else (column,)
-    return run_check(CheckSetup(design, scenario, attacks), limits=limits, describe=False)
+    return run_check(CheckSetup(design, scenario, attacks, firmware=firmware), limits=limits, describe=False)
 
 
 def _worker_init() -> None:
@@ -78,19 +79,21 @@ def run_matrix(
     designs: list[str] | None = None,
     columns: list[str] | None = None,
     done: Callable[[CheckResult, int, int], None] | None = None,
+    firmware: str = DEFAULT_FIRMWARE,
 ) -> list[CheckResult]:
     """Every design against every column (no adversary, each adversary, all), in parallel; ``limits``
     apply to each cell (an automatic memory limit is shared out between the workers).  ``done``
-    is told of each finished cell: (result, cells finished, cells in all).  Ctrl-C stops every
-    worker at once and raises MatrixInterrupted with the cells that finished."""
+    is told of each finished cell: (result, cells finished, cells in all).  ``firmware``: the edk2
+    version every design's firmware follows.  Ctrl-C stops every worker at once and raises
+    MatrixInterrupted with the cells that finished."""
     designs = designs or list(DESIGNS)
     columns = columns or matrix_columns()
     for d in designs:
-        CheckSetup(d, scenario).system()  # unknown ids and impossible counts fail here, once
+        CheckSetup(d, scenario, firmware=firmware).system()  # unknown ids and counts fail here, once
     resolve([c for c in columns if c != NONE])
     workers = workers or min(len(designs) * len(columns), os.cpu_count() or 1)
     limits = (limits or Limits()).per_worker(workers)
-    cells = [(d, col, scenario, limits) for d in designs for col in columns]
+    cells: list[Cell] = [(d, col, scenario, limits, firmware) for d in designs for col in columns]
     results: list[CheckResult | None] = [None] * len(cells)
 
     def record(i: int, res: CheckResult) -> None:

@@ -29,12 +29,13 @@ from smm_hotplug.checker import jsonfile
 from smm_hotplug.checker.model_id import model_digest, tool_version
 from smm_hotplug.designs.catalog import get_design, with_options
 from smm_hotplug.errors import UsageError
+from smm_hotplug.firmware.options import DEFAULT_FIRMWARE, FIRMWARE_VERSIONS
 from smm_hotplug.world import Scenario, System, World, make_system
 
 FORMAT = "smm-hotplug-trace/2"
 FORMAT_PREFIX = "smm-hotplug-trace/"
-# Replaying a hotplug-completes violation explores what can follow its last state (a few hundred
-# states in practice) to confirm the scenario can never complete from there.
+# Replaying a hotplug-completes violation explores what can follow the states on its path, to
+# confirm where the scenario stops being able to complete; this bounds each such search.
 STUCK_STATE_LIMIT = 200_000
 # Largest CPU count a trace may name (the schema's bound; the model checks the real limits).
 MAX_COUNT = 255
@@ -53,6 +54,7 @@ class CheckSetup:
     no_smram_lock: bool = False
     no_gate: bool = False
     no_broadcast: bool = False
+    firmware: str = DEFAULT_FIRMWARE
 
     def options(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class CheckSetup:
             "no_smram_lock": self.no_smram_lock,
             "no_gate": self.no_gate,
             "no_broadcast": self.no_broadcast,
+            "firmware": self.firmware,
         }
 
     def system(self) -> System:
@@ -94,6 +97,7 @@ class OptionsModel(_Strict):
     no_smram_lock: StrictBool = False
     no_gate: StrictBool = False
     no_broadcast: StrictBool = False
+    firmware: Literal[FIRMWARE_VERSIONS] = DEFAULT_FIRMWARE  # type: ignore[valid-type]
 
 
 class StepModel(_Strict):
@@ -120,6 +124,8 @@ class TraceFile(_Strict):
     detail: StrictStr
     trace: list[StepModel]
     schedule: list[tuple[StrictStr, Index]]
+    # hotplug-completes: the schedule goes once round a cycle from this step on (None: deadlock)
+    cycle_start: Index | None = None
 
 
 _SCHEMA = TypeAdapter(TraceFile)
@@ -168,6 +174,7 @@ def trace_document(setup: CheckSetup, result: Any, case: str | None = None) -> d
         "detail": doc["detail"],
         "trace": doc["trace"],
         "schedule": [[t["actor"], t["choice"]] for t in doc["trace"]],
+        "cycle_start": doc["cycle_start"],
     }
     _SCHEMA.validate_python(out)  # what we write, we can read
     return out
@@ -238,6 +245,7 @@ def replay(path: str, detail: bool = False) -> Replay:
         no_smram_lock=opts.no_smram_lock,
         no_gate=opts.no_gate,
         no_broadcast=opts.no_broadcast,
+        firmware=opts.firmware,
     )
     try:
         system = setup.system()
@@ -273,7 +281,7 @@ def replay(path: str, detail: bool = False) -> Replay:
             if safety:
                 i, v = safety[0]
                 raise not_reproduced(f"{v.prop} is violated at step {i} before its last state is reached")
-            why = _never_completes(system, run.final)
+            why = _never_completes(system, schedule, rec.cycle_start, not_reproduced)
             if why is None:
                 raise not_reproduced(
                     f"the file says hotplug-completes is violated, but from the state after its "
@@ -369,29 +377,56 @@ def _reached_at(system: System, schedule: list[tuple[str, int]], case: str, fail
     raise fail(f"the file says its schedule reaches hard case {case}, but no state on it is one")
 
 
-def _never_completes(system: System, w: World) -> str | None:
-    """How the checker describes ``w`` when the scenario can never complete from it, else None."""
-    from smm_hotplug.checker.explore import describe_stuck
+def _never_completes(
+    system: System, schedule: list[tuple[str, int]], cycle_start: int | None, fail: Any
+) -> str | None:
+    """The checker's detail for a run into a state from which the scenario can never complete —
+    a deadlock, or (``cycle_start`` set) a cycle the schedule goes round once — or None when its
+    last state can still complete."""
+    from smm_hotplug.checker.liveness import stuck_end
 
+    path = [system.initial()]
+    for actor, choice in schedule:
+        path.append(system.replay_move(path[-1], actor, choice).world)
+    end = path[-1]
+    if _can_finish(system, end):
+        return None
+    moving: set[str] = set()
+    if cycle_start is None:
+        if next(iter(system.moves(end)), None) is not None:
+            raise fail("its last state is no deadlock (an actor can still move) and it names no cycle")
+    else:
+        if path[cycle_start] != end:
+            raise fail(f"steps {cycle_start}-{len(schedule) - 1} do not return to the state they start from")
+        moving = {actor for actor, _ in schedule[cycle_start:]}
+    # Once the scenario cannot complete it never can again (a successor of a state that can
+    # complete from nowhere completes from nowhere either): the point of no return is a boundary.
+    lo, hi = 0, len(path) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _can_finish(system, path[mid]):
+            lo = mid + 1
+        else:
+            hi = mid
+    return stuck_end(system, end, len(schedule), cycle_start, lo, moving)[1]
+
+
+def _can_finish(system: System, w: World) -> bool:
+    """Is a finished state reachable from ``w``?  Depth first, which finds a way to the end
+    quickly where there is one; up to STUCK_STATE_LIMIT states."""
     seen = {w}
-    frontier = [w]
-    moves = 0
-    while frontier:
-        nxt = []
-        for x in frontier:
-            if system.finished(x):
-                return None
-            for mv in system.moves(x):
-                if x is w:
-                    moves += 1
-                if mv.world not in seen:
-                    if len(seen) >= STUCK_STATE_LIMIT:
-                        raise UsageError(
-                            f"cannot confirm the recorded hotplug-completes violation: more than "
-                            f"{STUCK_STATE_LIMIT:,} states follow its last state"
-                        )
-                    seen.add(mv.world)
-                    nxt.append(mv.world)
-        frontier = nxt
-    kind = "deadlock" if not moves else "livelock"
-    return f"{kind}: from this state the scenario can never complete ({describe_stuck(system, w)})"
+    stack = [w]
+    while stack:
+        x = stack.pop()
+        if system.finished(x):
+            return True
+        for mv in system.moves(x):
+            if mv.world not in seen:
+                if len(seen) >= STUCK_STATE_LIMIT:
+                    raise UsageError(
+                        f"cannot confirm the recorded hotplug-completes violation: more than "
+                        f"{STUCK_STATE_LIMIT:,} states follow one of its states"
+                    )
+                seen.add(mv.world)
+                stack.append(mv.world)
+    return False

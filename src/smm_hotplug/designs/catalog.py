@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from smm_hotplug.errors import UsageError
 from smm_hotplug.firmware.options import (
+    FIRMWARE_VERSIONS,
     RELOC_FIRST_SMI,
     RELOC_HOTPLUG_REG,
     RELOC_MSR,
@@ -54,7 +55,7 @@ DESIGNS: dict[str, Design] = {
             "firmware relocates every possible CPU at boot, the spares are removed, and a "
             "later hot-add of a spare slot is trusted to keep its SMBASE",
             hw=HardwareFeatures(smbase_window=False, all_cpus_at_boot=True),
-            fw=FirmwareOptions(relocation=RELOC_NONE, relocate_all_slots_at_boot=True),
+            fw=FirmwareOptions(relocation=RELOC_NONE, relocate_all_slots_at_boot=True, slot_by_selector=True),
         ),
         Design(
             "hotplug-smbase-reg",
@@ -91,9 +92,15 @@ def with_options(
     no_smram_lock: bool = False,
     no_gate: bool = False,
     no_broadcast: bool = False,
+    firmware: str | None = None,
 ) -> Design:
-    """The design with a platform option changed or a firmware safeguard turned off."""
+    """The design with a platform option changed, a firmware safeguard turned off, or the
+    firmware built as another edk2 version (``firmware``, one of FIRMWARE_VERSIONS)."""
     hw, fw = design.hw, design.fw
+    if firmware is not None:
+        if firmware not in FIRMWARE_VERSIONS:
+            raise UsageError(f"unknown firmware '{firmware}' (known: {', '.join(FIRMWARE_VERSIONS)})")
+        fw = replace(fw, version=firmware)
     if init_in_smm is not None:
         if init_in_smm not in ("hold", "reset"):
             raise UsageError(f"unknown INIT-in-SMM behaviour '{init_in_smm}' (hold or reset)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from smm_hotplug.code import program
+from smm_hotplug.code import PROGRAMS, program
 from smm_hotplug.firmware import layout as L
 from smm_hotplug.firmware.options import RELOC_FIRST_SMI, RELOC_MSR
 from smm_hotplug.hw import cpuhp, fw_cfg, lpc, mch
@@ -123,11 +123,19 @@ def _tseg(b, r: Boot):
     lay = L.smram_layout(b.cfg)
     low = min(ram, 0x80000000 if ram >= 0xB0000000 else 0xB0000000)
     assert lay.tseg_size == (ext if ext not in (0, 0xFFFF) else 8) * MIB and lay.tseg_end == low
-    # Fill SMRAM while TSEG is still ordinary RAM: CPU_HOT_PLUG_DATA, the core, one tile each.
-    writes = [(lay.exit_phase, 4, 0)]
+    # Fill SMRAM while TSEG is still ordinary RAM: CPU_HOT_PLUG_DATA, the rendezvous state,
+    # CPU_HOT_EJECT_DATA (an empty QemuSelectorMap, InitCpuHotEjectData), the core, the tiles.
+    writes = [
+        (lay.counter, 4, 0),
+        (lay.inside_smm, 1, 0),
+        (lay.all_cpus_in_sync, 1, 0),
+        (lay.bsp_index, 4, L.NO_BSP),
+        (lay.eject_handler, 8, 0),
+    ]
     for i in range(lay.max_cpus):
         writes.append((lay.apic_id_slot(i), 8, L.INVALID_APIC_ID))
         writes.append((lay.smbase_slot(i), 8, lay.tile_smbase(i)))
+        writes += [(lay.present(i), 1, 0), (lay.run(i), 4, 0), (lay.selector_map(i), 8, L.NO_SELECTOR)]
     b.wr_many(writes)
     b.install(lay.smm_core, "fw.smm_core")
     for i in range(lay.max_cpus):
@@ -159,7 +167,7 @@ def _ap_sipi(b, r: Boot):
     return "ap_count"
 
 
-@boot.step("ap_count")
+@boot.step("ap_count", waits="spins in the boot wait for every AP to check in")
 def _ap_count(b, r: Boot):
     # MpInitLib: wait until every AP fw_cfg reports has checked in with its APIC ID.
     fwcfg_dma(b, (fw_cfg.KEY_NB_CPUS << 16) | fw_cfg.DMA_CTL_SELECT | fw_cfg.DMA_CTL_READ, 2, L.DMA_BUF)
@@ -191,7 +199,7 @@ def _reloc_next(b, r: Boot):
     return "reloc_wait", r
 
 
-@boot.step("reloc_wait")
+@boot.step("reloc_wait", waits="spins in the boot wait for an SMBASE relocation to finish")
 def _reloc_wait(b, r: Boot):
     if b.rd(L.RELOC_DONE, 1) != 1:
         return None
@@ -200,8 +208,9 @@ def _reloc_wait(b, r: Boot):
 
 @boot.step("restore")
 def _restore(b, r: Boot):
-    # Put back what was at 0x38000 before the relocation stub (nothing, on a fresh boot).
-    b.wr_many([(L.FIRST_SMI_HANDLER + i, 8, 0) for i in range(0, 0x100, 8)])
+    # Put back what was at 0x38000 before the relocation stub (SmmRelocateBases restores its
+    # backup): nothing, on a fresh boot — the stub is gone.
+    b.erase(L.FIRST_SMI_HANDLER, PROGRAMS["fw.reloc_stub"].size)
     b.pci_write(mch.DEVFN, mch.F_SMBASE, 1, mch.F_SMBASE_QUERY)
     window = b.pci_read(mch.DEVFN, mch.F_SMBASE, 1) == mch.F_SMBASE_IN_RAM
     b.note("firmware: SMRAM at default SMBASE " + ("present" if window else "absent"))
@@ -289,7 +298,7 @@ def _ap_checkin(b, r):
     return "park"
 
 
-@ap_park.step("park")
+@ap_park.step("park", waits="is halted in the firmware's AP wait loop")
 def _ap_halt(b, r):
     b.cli()
     b.hlt()

@@ -19,7 +19,7 @@ SS_SMBASE_LEGACY = 0xFEF8  # SMBASE field of the 32-bit (Intel) save-state map
 first_smi = program("fw.first_smi", "firmware", size=0x100, doc="first-SMI handler at 0x38000")
 
 
-@first_smi.step("entry")
+@first_smi.step("entry", waits="knocks at the APIC ID gate in its first SMI until the monarch names it")
 def _knock(b, r):
     if not b.opt.gate:
         return "revision"
@@ -52,7 +52,7 @@ def _store(b, r):
 
 @first_smi.step("leave")
 def _leave(b, r):
-    b.wr(L.CTX_ABOUT_TO_LEAVE, 1, 1)
+    b.wr(L.ctx_about_to_leave(b.opt), 1, 1)
     return "rsm"
 
 
@@ -71,7 +71,7 @@ def _pen_report(b, r):
     return "halt"
 
 
-@pen.step("halt")
+@pen.step("halt", waits="is halted in the pen (CLI; HLT) until the OS starts it")
 def _pen_halt(b, r):
     b.cli()
     b.hlt()
@@ -107,7 +107,7 @@ def _msr_done(b, r):
     return "halt"
 
 
-@msr_trampoline.step("halt")
+@msr_trampoline.step("halt", waits="is halted in the SMBASE trampoline until the OS starts it")
 def _msr_halt(b, r):
     b.cli()
     b.hlt()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from smm_hotplug.code import PROGRAMS
-from smm_hotplug.firmware import boot, first_smi, smm_core  # noqa: F401  (registers programs)
+from smm_hotplug.firmware import boot, cpu_hotplug, first_smi, smm_core  # noqa: F401  (registers programs)
 from smm_hotplug.hw.memory import Obj
 from smm_hotplug.hw.views import ROM_BASE
 

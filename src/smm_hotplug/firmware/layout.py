@@ -25,7 +25,10 @@ APM_FW_READY_TO_LOCK = 0xF0  # firmware-private boot-time SMI (end of DXE / read
 WINDOW_BASE = 0x30000
 CTX_GATE = WINDOW_BASE + 0  # u64 ApicIdGate
 CTX_NEW_SMBASE = WINDOW_BASE + 8  # u32 NewSmbase
-CTX_ABOUT_TO_LEAVE = WINDOW_BASE + 21  # u8 AboutToLeaveSmm
+# u8 AboutToLeaveSmm: offset 12 in edk2-stable202211, 21 once master added the feature-control
+# fields before it (0e814e829e); see ctx_about_to_leave.
+CTX_ABOUT_TO_LEAVE_202211 = WINDOW_BASE + 12
+CTX_ABOUT_TO_LEAVE_CURRENT = WINDOW_BASE + 21
 FIRST_SMI_HANDLER = WINDOW_BASE + 0x8000  # 0x38000
 
 # Boot-time relocation context, also in the (not yet locked) window.
@@ -56,6 +59,16 @@ HANDOFF_BOOT_CPUS = HANDOFF + 0x200  # u8 count, then one byte per boot APIC ID 
 
 PMBASE = 0x600  # what OVMF programs into LPC PMBASE (OVMF_PMBASE... 0x600)
 
+# Rendezvous constants (PiSmmCpuDxeSmm MpService.c).
+COUNTER_LOCKED = 0xFFFFFFFF  # LockdownSemaphore: the arrival counter once the BSP closed arrival
+NO_BSP = 0xFFFFFFFF  # BspIndex when no SMI is in progress
+NO_SELECTOR = (1 << 64) - 1  # CPU_EJECT_QEMU_SELECTOR_INVALID: an empty QemuSelectorMap entry
+
+
+def ctx_about_to_leave(opt) -> int:
+    """Address of AboutToLeaveSmm in the first-SMI handler context, for the firmware version."""
+    return CTX_ABOUT_TO_LEAVE_CURRENT if opt.current else CTX_ABOUT_TO_LEAVE_202211
+
 
 @dataclass(frozen=True)
 class SmramLayout:
@@ -80,22 +93,52 @@ class SmramLayout:
         """CPU_HOT_PLUG_DATA.SmBase[i] (u64)."""
         return self.tseg_base + 0x500 + 8 * i
 
-    def arrived(self, apic_id: int) -> int:
-        """Per-APIC-ID rendezvous flag: 1 while the CPU is inside the SMI rendezvous."""
-        return self.tseg_base + 0x900 + apic_id
+    # mSmmMpSyncData (PiSmmCpuDxeSmm): the rendezvous state, indexed by processor number (the
+    # CPU_HOT_PLUG_DATA slot, whose SMBASE tile the CPU enters at).
+    def present(self, cpu: int) -> int:
+        """u8 CpuData[cpu].Present: the CPU takes part in the SMI being handled."""
+        return self.tseg_base + 0x900 + cpu
 
-    def victim(self, apic_id: int) -> int:
-        """Per-APIC-ID: 1 + QEMU selector of a CPU marked for ejection at SMI exit (0 = none)."""
-        return self.tseg_base + 0xA00 + 4 * apic_id
-
-    def parked(self, apic_id: int) -> int:
-        """Per-APIC-ID: 1 once a victim has halted itself inside SMM."""
-        return self.tseg_base + 0xE00 + apic_id
+    def run(self, cpu: int) -> int:
+        """u32 CpuData[cpu].Run: counting semaphore (APs release the BSP's, the BSP each AP's)."""
+        return self.tseg_base + 0xA00 + 4 * cpu
 
     @property
-    def exit_phase(self) -> int:
-        """u32: 0 = collecting, 1 = victims park, 2 = everyone else leaves."""
+    def counter(self) -> int:
+        """u32 Counter: CPUs checked in to this SMI; COUNTER_LOCKED once arrival is closed."""
         return self.tseg_base + 0xF00
+
+    @property
+    def inside_smm(self) -> int:
+        """u8 InsideSmm: the BSP is running its handler."""
+        return self.tseg_base + 0xF04
+
+    @property
+    def all_cpus_in_sync(self) -> int:
+        """u8 AllCpusInSync: arrival is closed; cleared as the final release of the SMI."""
+        return self.tseg_base + 0xF08
+
+    @property
+    def bsp_index(self) -> int:
+        """u32 BspIndex: processor number of the elected BSP, NO_BSP between SMIs."""
+        return self.tseg_base + 0xF0C
+
+    # CPU_HOT_EJECT_DATA (OvmfPkg/Include/Pcd/CpuHotEjectData.h), kept across SMIs.
+    @property
+    def eject_handler(self) -> int:
+        """u64 Handler: EjectCpu while ejects are pending, 0 (NULL) otherwise."""
+        return self.tseg_base + 0xF10
+
+    def selector_map(self, cpu: int) -> int:
+        """u64 QemuSelectorMap[cpu]: QEMU selector to eject at SMI exit, or NO_SELECTOR."""
+        return self.tseg_base + 0x2000 + 8 * cpu
+
+    def tile_of(self, smbase: int) -> int | None:
+        """The processor number whose SMBASE tile ``smbase`` is, if it is one."""
+        offset = smbase - self.tile_smbase(0)
+        if offset < 0 or offset % TILE_STRIDE or offset // TILE_STRIDE >= self.max_cpus:
+            return None
+        return offset // TILE_STRIDE
 
     @property
     def smm_core(self) -> int:

@@ -1,7 +1,18 @@
 """Build options of the firmware image: what each design's firmware does, and its safeguards.
 
 The safeguards of the shipped design are switches so a user can ask "what if the firmware
-forgets X" (``check --fw-no-…``).
+forgets X" (``check --fw-no-…``).  ``version`` selects the edk2 revision whose SMI
+synchronisation and hot-eject logic the firmware follows (``check --firmware``):
+
+* ``edk2-stable202211`` (tag ``fff6d81270``, the OVMF of the recorded real hot-add): the APs
+  report "ready to reset" and "ready to exit" in two rounds at SMI exit (PiSmmCpuDxeSmm
+  MpService.c BSPHandler/APHandler); non-ejected APs leave SMM while the BSP is still writing
+  the ejects (CpuHotplugSmm EjectCpu); AboutToLeaveSmm sits at offset 12 of the first-SMI
+  context (FirstSmiHandlerContext.h).
+* ``edk2-current`` (master ``c5aa7e7d94``): one exit round for OVMF (``58d9463939``, 2023-12);
+  a non-ejected AP waits in EjectCpu until the BSP has written every eject (``121af960e2``
+  "delay SMM exit", 2024-09); a check-out on a locked arrival counter is refused (SmmCpuSyncLib,
+  ``a83d953dc2``); AboutToLeaveSmm moved to offset 21 (``0e814e829e``, 2025-07).
 """
 
 from __future__ import annotations
@@ -16,6 +27,11 @@ RELOC_MSR = "msr"  # INIT-SIPI-SIPI into a trampoline that writes the SMBASE MSR
 RELOC_HOTPLUG_REG = "hotplug-reg"  # the VMM already created the CPU with its SMBASE
 RELOC_NONE = "none"  # preinit-spares: every slot was relocated at boot
 
+EDK2_STABLE202211 = "edk2-stable202211"
+EDK2_CURRENT = "edk2-current"
+FIRMWARE_VERSIONS = (EDK2_STABLE202211, EDK2_CURRENT)
+DEFAULT_FIRMWARE = EDK2_STABLE202211
+
 
 @dataclass(frozen=True)
 class FirmwareOptions:
@@ -27,3 +43,9 @@ class FirmwareOptions:
     relocate_all_slots_at_boot: bool = False  # preinit-spares
     slot_by_selector: bool = False  # hotplug-reg: firmware slot i == hotplug slot i
     reserve_default_smbase: bool = False  # dma-guard: E820 reserves 0x30000-0x3ffff
+    version: str = DEFAULT_FIRMWARE  # which edk2 the SMI rendezvous and eject follow
+
+    @property
+    def current(self) -> bool:
+        """The firmware has the post-202211 changes (see the module docstring)."""
+        return self.version == EDK2_CURRENT

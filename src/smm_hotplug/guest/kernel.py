@@ -97,7 +97,7 @@ def _ap_init(b, r: KBoot):
     return "ap_sipi1"
 
 
-@kernel.step("ap_sipi1")
+@kernel.step("ap_sipi1", waits="waits out the INIT-to-SIPI delay while starting a boot CPU")
 def _ap_sipi1(b, r: KBoot):
     if not b.init_delay_elapsed(r.aps[r.idx]):
         return None
@@ -111,7 +111,7 @@ def _ap_sipi2(b, r: KBoot):
     return "ap_wait"
 
 
-@kernel.step("ap_wait")
+@kernel.step("ap_wait", waits="waits for a boot CPU to come online")
 def _ap_wait(b, r: KBoot):
     if b.rd(online_flag(r.aps[r.idx]), 1) != 1:
         return None
@@ -124,7 +124,7 @@ def _booted(b, r):
     return "idle", ()
 
 
-@kernel.step("idle")
+@kernel.step("idle", waits="is idle in the OS (HLT, interrupts on)")
 def _idle(b, r):
     b.sti()
     b.hlt()
@@ -142,7 +142,7 @@ def _ap_online(b, r):
     return "idle"
 
 
-@ap_start.step("idle")
+@ap_start.step("idle", waits="is idle in the OS (HLT, interrupts on)")
 def _ap_idle(b, r):
     b.sti()
     b.hlt()
@@ -266,7 +266,7 @@ def _online(b, r: Cscn):
     return "online_sipi1"
 
 
-@irq.step("online_sipi1")
+@irq.step("online_sipi1", waits="waits out the INIT-to-SIPI delay while onlining a new CPU")
 def _online_sipi1(b, r: Cscn):
     apic = b.cfg.apic_id(r.added[r.idx])
     if not b.init_delay_elapsed(apic):
@@ -281,7 +281,7 @@ def _online_sipi2(b, r: Cscn):
     return "online_wait"
 
 
-@irq.step("online_wait")
+@irq.step("online_wait", waits="waits in the OS for a new CPU to come online")
 def _online_wait(b, r: Cscn):
     if b.rd(online_flag(b.cfg.apic_id(r.added[r.idx])), 1) != 1:
         return None
@@ -335,7 +335,7 @@ def _eject_ipi(b, r: Cscn):
     return "eject_wait"
 
 
-@irq.step("eject_wait")
+@irq.step("eject_wait", waits="waits in the OS for the CPU being removed to go offline")
 def _eject_wait(b, r: Cscn):
     if b.rd(offline_ack(b.cfg.apic_id(r.ejects[r.idx])), 1) != 1:
         return None
@@ -388,7 +388,7 @@ def _offline_ack(b, r):
     return "dead"
 
 
-@irq.step("dead")
+@irq.step("dead", waits="is offline in the OS (CLI; HLT), waiting to be ejected")
 def _dead(b, r):
     b.cli()
     b.hlt()

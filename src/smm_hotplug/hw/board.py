@@ -19,8 +19,9 @@ from smm_hotplug.hw.memory import Obj
 from smm_hotplug.hw.state import Machine
 from smm_hotplug.hw.trace import Log
 
-# Called just before the hotplug block ejects a CPU: (board, machine, slot, log).
-EjectMonitor = Callable[["Board", Machine, int, Log], None]
+# Called just before the hotplug block ejects a CPU: (board, machine, slot, log, whether the OS
+# had asked for the removal).
+EjectMonitor = Callable[["Board", Machine, int, Log, bool], None]
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,12 @@ class Board:
     memo_decode: dict = field(default_factory=dict, init=False, compare=False, repr=False)
     memo_tseg: dict = field(default_factory=dict, init=False, compare=False, repr=False)
     memo_io: dict = field(default_factory=dict, init=False, compare=False, repr=False)
+    # Named memo tables of the layers above (e.g. the invariants' reading of firmware tables).
+    memos: dict[str, dict] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def memo(self, name: str) -> dict:
+        """The named memo table (created on first use)."""
+        table = self.memos.get(name)
+        if table is None:
+            table = self.memos[name] = {}
+        return table

@@ -184,7 +184,8 @@ def write(hp: CpuHp, links: Links, offset: int, size: int, value: int) -> tuple[
         if value & F_EJECT:
             if not occupied:
                 return hp, NONE
-            return hp._replace(fw_remove=set_bit(hp.fw_remove, sel, False)), (Eject(sel),)
+            requested = has(hp.fw_remove, sel)
+            return hp._replace(fw_remove=set_bit(hp.fw_remove, sel, False)), (Eject(sel, requested),)
         if value & F_FW_REMOVE and occupied:
             return hp._replace(fw_remove=set_bit(hp.fw_remove, sel, True)), NONE
         return hp, NONE

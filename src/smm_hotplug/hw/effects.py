@@ -29,9 +29,11 @@ class RaiseSmi(NamedTuple):
 
 
 class Eject(NamedTuple):
-    """The VMM unplugs and destroys the CPU in ``slot``."""
+    """The VMM unplugs and destroys the CPU in ``slot``; ``fw_remove``: the slot's
+    firmware-remove bit (set by the OS's _EJ0) was set when the eject was written."""
 
     slot: int
+    fw_remove: bool = False
 
 
 class StartDma(NamedTuple):

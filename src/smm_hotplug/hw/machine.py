@@ -192,7 +192,8 @@ def apply(board: Board, acc: Access, effects: Effects) -> None:
         elif isinstance(e, RaiseSmi):
             _raise_smi(acc, e.broadcast)
         elif isinstance(e, Eject):
-            acc.m = eject(board, acc.m, e.slot, acc.log, acc.actor)
+            # The OS asked for the removal: its _EJ0 set fw_remove, or wrote the eject itself.
+            acc.m = eject(board, acc.m, e.slot, acc.log, acc.actor, e.fw_remove or not acc.smm)
         elif isinstance(e, StartDma):
             fc = fw_cfg.dma_transfer(acc.m.fwcfg, e.desc_addr, _DmaHost(board, acc))
             acc.m = acc.m._replace(fwcfg=fc)
@@ -252,10 +253,11 @@ class _DmaHost:
 
 
 # -- CPUs leaving --------------------------------------------------------------------------------
-def eject(board: Board, m: Machine, slot: int, log: Log, actor: str) -> Machine:
-    """Eject: QEMU unplugs and destroys the CPU at once; DEVICE_DELETED follows."""
+def eject(board: Board, m: Machine, slot: int, log: Log, actor: str, requested: bool = True) -> Machine:
+    """Eject: QEMU unplugs and destroys the CPU at once; DEVICE_DELETED follows.  ``requested``
+    (for the monitor): the OS had asked for this CPU's removal."""
     if board.eject_monitor is not None:
-        board.eject_monitor(board, m, slot, log)
+        board.eject_monitor(board, m, slot, log, requested)
     m = remove_cpu(board, m, slot)
     log.add("hw", actor, f"cpu{slot} (APIC ID {board.cfg.apic_id(slot)}) ejected")
     log.add("qmp", actor, f"DEVICE_DELETED cpu{slot}", data=("DEVICE_DELETED", slot))

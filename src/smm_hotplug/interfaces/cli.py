@@ -17,6 +17,7 @@ from rich.console import Console
 from smm_hotplug.checker.limits import Limits, rss_mib
 from smm_hotplug.designs.catalog import DEFAULT_DESIGN
 from smm_hotplug.errors import UsageError
+from smm_hotplug.firmware.options import DEFAULT_FIRMWARE, FIRMWARE_VERSIONS
 from smm_hotplug.world import Scenario
 
 EXIT_OK = 0
@@ -42,10 +43,19 @@ scenario_options = _options(
     click.option("--unplug", type=int, default=1, show_default=True, help="CPUs to hot-remove afterwards."),
 )
 
+FIRMWARE_OPTION = click.option(
+    "--firmware",
+    type=click.Choice(FIRMWARE_VERSIONS),
+    default=DEFAULT_FIRMWARE,
+    show_default=True,
+    help="edk2 version whose SMI rendezvous and hot-eject the firmware follows (see README).",
+)
+
 design_options = _options(
     click.option(
         "--design", default=DEFAULT_DESIGN, show_default=True, help="Design id (see `smm-hotplug designs`)."
     ),
+    FIRMWARE_OPTION,
     click.option(
         "--init-in-smm",
         type=click.Choice(["hold", "reset"]),
@@ -100,6 +110,7 @@ def _setup(design: str, attacks: tuple[str, ...], scenario: Scenario, **opts: An
         no_smram_lock=opts.get("fw_no_smram_lock", False),
         no_gate=opts.get("fw_no_gate", False),
         no_broadcast=opts.get("fw_no_broadcast", False),
+        firmware=opts.get("firmware", DEFAULT_FIRMWARE),
     )
     setup.system()  # validates design, attacks and counts up front
     return setup
@@ -630,6 +641,7 @@ def _check_workers(workers: int | None) -> None:
 @cli.command()
 @junit_option("matrix")
 @scenario_options
+@FIRMWARE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of check objects.")
 @click.option(
     "--expect",
@@ -646,6 +658,7 @@ def matrix(
     max_cpus: int,
     plug: int,
     unplug: int,
+    firmware: str,
     as_json: bool,
     expect_path: str | None,
     design_ids: tuple[str, ...],
@@ -670,7 +683,7 @@ def matrix(
         expectation = load(expect_path, scenario)
     designs, columns = list(design_ids) or None, list(attack_ids) or None
     results, unfinished = _run_cells(
-        lambda done: run_matrix(scenario, limits, workers, designs, columns, done=done)
+        lambda done: run_matrix(scenario, limits, workers, designs, columns, done=done, firmware=firmware)
     )
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
@@ -699,6 +712,7 @@ def matrix(
 @cli.command()
 @junit_option("report")
 @scenario_options
+@FIRMWARE_OPTION
 @click.option(
     "--output",
     "-o",
@@ -713,6 +727,7 @@ def report(
     max_cpus: int,
     plug: int,
     unplug: int,
+    firmware: str,
     design_ids: tuple[str, ...],
     attack_ids: tuple[str, ...],
     out: Path,
@@ -732,7 +747,7 @@ def report(
     _check_workers(workers)
     designs, columns = list(design_ids) or None, list(attack_ids) or None
     results, unfinished = _run_cells(
-        lambda done: run_matrix(scenario, limits, workers, designs, columns, done=done)
+        lambda done: run_matrix(scenario, limits, workers, designs, columns, done=done, firmware=firmware)
     )
     sections, anchors = [], {}
     for r in results:
@@ -740,11 +755,13 @@ def report(
             continue
         anchor = f"trace-{r.design}-{r.column}"
         anchors[(r.design, r.column)] = anchor
-        sections.append(trace_section(CheckSetup(r.design, scenario, tuple(r.attacks)).system(), r, anchor))
+        setup = CheckSetup(r.design, scenario, tuple(r.attacks), firmware=firmware)
+        sections.append(trace_section(setup.system(), r, anchor))
     diagrams = len(sections)
-    sections += benign_sections(CheckSetup(DEFAULT_DESIGN, scenario).system())
+    sections += benign_sections(CheckSetup(DEFAULT_DESIGN, scenario, firmware=firmware).system())
     intro = (
-        f"{boot_cpus} boot CPUs, {max_cpus} possible, plug {plug}, unplug {unplug}. Each cell: verdict, the "
+        f"{boot_cpus} boot CPUs, {max_cpus} possible, plug {plug}, unplug {unplug}, firmware {firmware}. "
+        "Each cell: verdict, the "
         "property violated, states explored and seconds; a violated cell links to its shortest attack."
     )
     if unfinished:

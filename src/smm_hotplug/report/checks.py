@@ -21,7 +21,7 @@ ACTOR_WIDTH = 6  # as in the simulator's timeline
 
 def render_check(res: CheckResult, console: Console) -> None:
     attacks = ", ".join(res.attacks) or "none (benign)"
-    console.print(Text(f"design {res.design}, attacks: {attacks}", style="bold"))
+    console.print(Text(f"design {res.design}, firmware {res.firmware}, attacks: {attacks}", style="bold"))
     if res.judged:
         console.print(Text(f"properties judged: {', '.join(res.judged)}", style="dim"))
     verdict = Text(res.verdict.upper(), style=VERDICT_STYLE.get(res.verdict, ""))
@@ -36,6 +36,8 @@ def render_check(res: CheckResult, console: Console) -> None:
     render_cases(res, console)
     if res.trace:
         render_trace(res, console)
+    if res.stuck:
+        render_stuck(res, console)
 
 
 def cases_reached(res: CheckResult) -> list[str]:
@@ -81,6 +83,10 @@ def render_trace(res: CheckResult, console: Console) -> None:
     width = max([ACTOR_WIDTH, *(len(t.actor) for t in res.trace[start:] if not t.actor.startswith("adv"))])
     for i in range(start, len(res.trace)):
         t = res.trace[i]
+        if i == res.cycle_start:
+            console.print(
+                Text(f"  ---- start of cycle: steps {i}-{last} repeat for ever ----", style="bold magenta")
+            )
         style = (
             "bold red"
             if i == last and res.verdict == "violated" and res.prop != "hotplug-completes"
@@ -89,6 +95,18 @@ def render_trace(res: CheckResult, console: Console) -> None:
         line = Text(f"  {i:4d} ", style="dim")
         line.append(f"{t.actor:<{width}} ", style="bold" if t.actor.startswith("adv") else "")
         line.append(t.text, style=style)
+        console.print(line)
+
+
+def render_stuck(res: CheckResult, console: Console) -> None:
+    """The actors at the stuck end of a hotplug-completes violation and what each waits for."""
+    end = "in the repeating cycle" if res.cycle_start is not None else "when nothing can move any more"
+    console.print(Text(f"stuck for ever ({end}):", style="bold"))
+    width = max(len(s["actor"]) for s in res.stuck)
+    for s in res.stuck:
+        line = Text(f"  {s['actor']:<{width}}  ", style="bold")
+        line.append(s["waiting_for"])
+        line.append(f"  [{s['at']}]", style="dim")
         console.print(line)
 
 

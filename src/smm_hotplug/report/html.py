@@ -101,14 +101,36 @@ def run_diagram(
 
 
 def trace_section(system: System, result: CheckResult, anchor: str) -> Section:
-    """The shortest trace of a violated check, replayed with every event."""
+    """The shortest trace of a violated check, replayed with every event; a hang ends with what
+    each stuck actor waits for, and the start of a repeating cycle is marked."""
     res = simulate(system, detail=True, schedule=result.schedule)
     attacks = ", ".join(result.attacks) or "no adversary"
     heading = f"{result.design} × {attacks}: {result.prop}"
     text = (
         f"{result.detail} — shortest trace, {len(result.schedule)} steps ({result.states:,} states explored)."
     )
-    return run_diagram(anchor, heading, text, res)
+    steps = steps_of(res)
+    if result.stuck:
+        steps = _with_stuck_end(steps, result)
+    diagram = render(steps, res.system.cfg.max_cpus, anchor=f"svg-{anchor}")
+    return Section(anchor, heading, text, diagram)
+
+
+def _with_stuck_end(steps: list[Step], result: CheckResult) -> list[Step]:
+    """A hotplug-completes trace: a band where the cycle that repeats for ever starts, and at the
+    end a note on each stuck actor's lifeline."""
+    out = list(steps)
+    end = len(result.schedule)
+    if result.cycle_start is not None:
+        first = result.cycle_start
+        band = Event("cycle", "checker", f"start of cycle: steps {first}-{end - 1} repeat for ever")
+        at = next((i for i, st in enumerate(out) if st.index >= first), len(out))
+        out.insert(at, Step(first, "checker", [band]))
+    how = "in the repeating cycle" if result.cycle_start is not None else "no actor can move"
+    events = [Event("violation", "hotplug-completes", f"stuck for ever ({how})")]
+    events += [Event("stuck", s["actor"], s["waiting_for"]) for s in result.stuck]
+    out.append(Step(end, "checker", events))
+    return out
 
 
 def benign_sections(system: System) -> list[Section]:

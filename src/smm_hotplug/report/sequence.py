@@ -4,8 +4,10 @@ Lifelines: the VMM (management), the chipset (devices and memory), every CPU, th
 the guest OS (what the software running on the CPUs says it does) and a DMA device.  Arrows are
 register accesses, memory accesses (coloured by who wrote), IPIs, SMI entries and RSMs (SMBASE
 before → after); adversary steps are drawn in red and the step where a property breaks is
-highlighted.  Runs of register or memory accesses between the same two lifelines are collapsed
-into one arrow whose tooltip lists them all, so long traces stay readable.
+highlighted.  A run that hangs ends with a note on each stuck actor's lifeline saying what it
+waits for, and the start of a cycle that repeats for ever is marked with a band.  Runs of
+register or memory accesses between the same two lifelines are collapsed into one arrow whose
+tooltip lists them all, so long traces stay readable.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ WRITER_COLOURS = {
 }
 KIND_COLOURS = {"smi": "#a0208f", "rsm": "#a0208f", "ipi": "#117a65", "io": "#34495e", "mgmt": "#0e6ba8"}
 ADVERSARY = "#d62728"
+CYCLE = "#8e44ad"
+BAND_FILL = {ADVERSARY: "#fde2e1", CYCLE: "#f1e4f7"}
 # Lifelines of the actors that are not CPUs (the chipset is everyone else's).
 PARTY_LANES = {"mgmt": VMM, "qmp": VMM, "os": GUEST, "dma": DMA}
 
@@ -107,6 +111,11 @@ def _item(ev: Event, st: Step, adv: bool) -> Item | None:
     detail = [f"step {st.index}: {text}"]
     if ev.kind == "violation":
         return Item("band", CHIPSET, CHIPSET, f"{actor} violated: {text}", ADVERSARY, st.index, detail)
+    if ev.kind == "cycle":
+        return Item("band", CHIPSET, CHIPSET, text, CYCLE, st.index, detail)
+    if ev.kind == "stuck":
+        lane = actor if actor.startswith("cpu") else PARTY_LANES.get(actor, CHIPSET)
+        return Item("note", lane, lane, f"stuck: {text}", ADVERSARY, st.index, detail)
     if ev.kind == "adv":
         who = DMA if "dma" in actor else GUEST
         return Item("note", who, who, text, ADVERSARY, st.index, detail, adversary=True)
@@ -205,10 +214,12 @@ def render(steps: list[Step], cpus: int, anchor: str = "") -> Diagram:
         step_txt = f'<text x="6" y="{y + 4}" fill="#999">{it.step}</text>'
         cid = it.colour.lstrip("#")
         if it.kind == "band":
+            cls = "violation" if it.colour == ADVERSARY else "cycle"
             out.append(
-                f'<g class="violation"><rect x="0" y="{y - ROW // 2}" width="{width}" height="{ROW}" '
-                f'fill="#fde2e1" stroke="{ADVERSARY}"/>{step_txt}<text x="{x[CHIPSET]}" y="{y + 4}" '
-                f'fill="{ADVERSARY}" font-weight="bold">{escape(_short(label, 120))}'
+                f'<g class="{cls}"><rect x="0" y="{y - ROW // 2}" width="{width}" height="{ROW}" '
+                f'fill="{BAND_FILL.get(it.colour, "#eee")}" stroke="{it.colour}"/>{step_txt}'
+                f'<text x="{x[CHIPSET]}" y="{y + 4}" fill="{it.colour}" font-weight="bold">'
+                f"{escape(_short(label, 120))}"
                 f"<title>{escape(tip)}</title></text></g>"
             )
             continue

@@ -33,7 +33,8 @@ def render_timeline(res: SimResult, console: Console, verbose: bool = False) -> 
     sc = sys_.scenario
     console.print(
         Text(
-            f"smm-hotplug simulate: design {sys_.design.id}, {sc.boot_cpus} boot CPUs, max {sc.max_cpus}, "
+            f"smm-hotplug simulate: design {sys_.design.id}, firmware {sys_.design.fw.version}, "
+            f"{sc.boot_cpus} boot CPUs, max {sc.max_cpus}, "
             f"plug {sc.plug}, unplug {sc.unplug}" + (f", seed {res.seed}" if res.seed is not None else ""),
             style="bold",
         )
@@ -114,6 +115,7 @@ def simulation_json(res: SimResult, verbose: bool = False) -> dict[str, Any]:
     sc = sys_.scenario
     return {
         "design": sys_.design.id,
+        "firmware": sys_.design.fw.version,
         "scenario": {
             "boot_cpus": sc.boot_cpus,
             "max_cpus": sc.max_cpus,
