@@ -12,8 +12,6 @@ from smm_hotplug.hw.cpu import DEFAULT_SMBASE, hot_added_cpu
 from smm_hotplug.hw.machine import Machine, Platform, set_cpu
 from smm_hotplug.hw.trace import Log
 
-CPU_DRIVER = "qemu64-x86_64-cpu"
-
 
 class Refused(Exception):
     """A request QEMU refuses; ``str()`` is QEMU's message, ``klass`` its QMP error class."""
@@ -59,7 +57,7 @@ def plug(plat: Platform, m: Machine, slot: int, log: Log, actor: str = "mgmt") -
 
 
 def unplug_check(plat: Platform, m: Machine, slot: int) -> None:
-    refusal = lpc.unplug_refusal(m.lpc, m.cpuhp.modern, CPU_DRIVER)
+    refusal = lpc.unplug_refusal(m.lpc, m.cpuhp.modern, plat.cfg.cpu_type)
     if refusal:
         raise Refused(refusal)
     if not 0 <= slot < plat.cfg.max_cpus or not m.cpus[slot].present:
