@@ -97,14 +97,17 @@ def files(cfg: PlatformConfig, smi: tuple[int, int, int]) -> list[tuple[str, byt
         ("etc/e820", e820_table(cfg)),
         ("etc/smbios/smbios-anchor", bytes(31)),
         ("etc/smbios/smbios-tables", bytes(smbios_tables_size(cfg))),
-        (FILE_FEATURES_OK, bytes([features_ok])),
-        (FILE_REQUESTED, struct.pack("<Q", requested)),
-        (FILE_SUPPORTED, struct.pack("<Q", supported)),
         ("etc/system-states", bytes([0x80, 0x00, 0x00, 0x81, 0x82, 0x80])),
         ("etc/table-loader", bytes(4096)),
         ("etc/tpm/log", b""),
         ("genroms/kvmvapic.bin", bytes(9216)),
     ]
+    if cfg.hw.supported_smi_features:  # ich9_lpc_realize: the files exist only if a feature does
+        table += [
+            (FILE_FEATURES_OK, bytes([features_ok])),
+            (FILE_REQUESTED, struct.pack("<Q", requested)),
+            (FILE_SUPPORTED, struct.pack("<Q", supported)),
+        ]
     return sorted(table)
 
 

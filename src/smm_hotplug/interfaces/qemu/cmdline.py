@@ -359,7 +359,8 @@ def _global(spec: str, opts: Options) -> None:
 
 
 def _topology(opts: Options, smp: dict[str, str], warn: list[str]) -> None:
-    """QEMU 7.2's smp_parse for pc-q35-7.2 (cores preferred over sockets)."""
+    """QEMU 7.2's smp_parse (hw/core/machine-smp.c): cores are preferred over sockets, except on
+    machine types before 6.2 (smp_props.prefer_sockets)."""
     get = {k: int(v) for k, v in smp.items()}
     if any(v == 0 for k, v in get.items()):
         warn.append(
@@ -381,6 +382,9 @@ def _topology(opts: Options, smp: dict[str, str], warn: list[str]) -> None:
     cores = get.get("cores", 0)
     if not maxcpus:
         maxcpus = (sockets or 1) * (cores or 1) * threads
+    if opts.machine.prefer_sockets and not sockets:
+        cores = cores or 1
+        sockets = max(1, maxcpus // (cores * threads))
     if not sockets:
         sockets = 1 if not cores else max(1, maxcpus // (cores * threads))
     if not cores:

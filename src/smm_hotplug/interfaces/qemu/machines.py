@@ -94,6 +94,11 @@ class MachineType:
         return 16 if self.since(2, 10) else 0  # pc_compat_2_9: mch.extended-tseg-mbytes=0
 
     @property
+    def prefer_sockets(self) -> bool:
+        """-smp fills in sockets before cores (pc_q35_6_1_machine_options: prefer_sockets)."""
+        return not self.since(6, 2)
+
+    @property
     def cpu_max(self) -> int:
         if self.is_none:
             return 1

@@ -16,8 +16,10 @@ when it is complete, so input is processed in time linear in its size whatever t
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 QDICT_BUCKETS = 512
@@ -39,34 +41,25 @@ def qdict_order(keys: list[str]) -> list[str]:
     return [k for b in sorted(buckets) for k in buckets[b]]
 
 
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NEEDS_ESCAPE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    ch = m.group()
+    short = _SHORT_ESCAPES.get(ch)
+    if short is not None:
+        return short
+    cp = ord(ch)
+    if cp > 0xFFFF:
+        cp -= 0x10000
+        return f"\\u{0xD800 + (cp >> 10):04X}\\u{0xDC00 + (cp & 0x3FF):04X}"
+    return f"\\u{cp:04X}"
+
+
 def _string(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        cp = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif cp < 0x20 or cp >= 0x7F:
-            if cp > 0xFFFF:
-                cp -= 0x10000
-                out.append(f"\\u{0xD800 + (cp >> 10):04X}\\u{0xDC00 + (cp & 0x3FF):04X}")
-            else:
-                out.append(f"\\u{cp:04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    """quoted_str (qobject/json-writer.c): every character outside 0x20..0x7e escaped."""
+    return '"' + _NEEDS_ESCAPE.sub(_escape, text) + '"'
 
 
 def _float(value: float) -> str:
@@ -75,6 +68,12 @@ def _float(value: float) -> str:
 
 
 def dumps(obj: Any) -> str:
+    """QEMU's JSON for ``obj`` (whose nesting, coming from QMP input, is at most MAX_NESTING)."""
+    with _deep_enough():
+        return _dumps(obj)
+
+
+def _dumps(obj: Any) -> str:
     if obj is None:
         return "null"
     if obj is True:
@@ -88,10 +87,10 @@ def dumps(obj: Any) -> str:
     if isinstance(obj, str):
         return _string(obj)
     if isinstance(obj, (list, tuple)):
-        return "[" + ", ".join(dumps(v) for v in obj) + "]"
+        return "[" + ", ".join(_dumps(v) for v in obj) + "]"
     if isinstance(obj, dict):
         keys = qdict_order(list(obj))
-        return "{" + ", ".join(f"{_string(k)}: {dumps(obj[k])}" for k in keys) + "}"
+        return "{" + ", ".join(f"{_string(k)}: {_dumps(obj[k])}" for k in keys) + "}"
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
@@ -100,6 +99,17 @@ def dumps(obj: Any) -> str:
 MAX_TOKEN_SIZE = 64 << 20
 MAX_TOKEN_COUNT = 2 << 20
 MAX_NESTING = 1 << 10
+
+
+@contextlib.contextmanager
+def _deep_enough() -> Iterator[None]:
+    """Room for recursion over MAX_NESTING levels (the streamer's limit), a few frames each."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 3 * MAX_NESTING + 500))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 class JsonError(Exception):
@@ -302,15 +312,11 @@ class Streamer:
 
 def _parse(tokens: list[tuple[str, bytes]]) -> Any | JsonError:
     parser = _Parser(tokens)
-    limit = sys.getrecursionlimit()
-    # Nesting is at most MAX_NESTING (the streamer's limit); two frames per level.
-    sys.setrecursionlimit(max(limit, 2 * MAX_NESTING + 200))
     try:
-        return parser.value()
+        with _deep_enough():
+            return parser.value()
     except JsonError as err:
         return err
-    finally:
-        sys.setrecursionlimit(limit)
 
 
 class _Parser:

@@ -16,6 +16,7 @@ unless qtest drives the machine, QEMU's "terminating on signal" line.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import selectors
@@ -47,7 +48,7 @@ class Conn:
     pollable: bool = True
     eof: bool = False
     pending: list[bytes] = field(default_factory=list)  # a qtest line not yet complete
-    out: bytearray = field(default_factory=bytearray)  # answers the peer has not taken yet
+    out: collections.deque[memoryview] = field(default_factory=collections.deque)  # not taken yet
     session: Q.QmpSession | None = None
     stream: qjson.Streamer | None = None
 
@@ -338,7 +339,7 @@ class Endpoint:
             except (BrokenPipeError, OSError, ValueError):
                 pass  # nobody reads standard output any more; QEMU's stdio chardev drops it too
             return
-        conn.out += data
+        conn.out.append(memoryview(data))
         self._flush(conn)
 
     def _flush(self, conn: Conn) -> None:
@@ -346,8 +347,12 @@ class Endpoint:
         assert conn.sock is not None
         try:
             while conn.out:
-                sent = conn.sock.send(conn.out[: CHUNK * 16])
-                del conn.out[:sent]
+                head = conn.out[0]
+                sent = conn.sock.send(head)
+                if sent < len(head):
+                    conn.out[0] = head[sent:]
+                    break
+                conn.out.popleft()
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
@@ -360,11 +365,12 @@ class Endpoint:
                 self.sel.modify(conn.rfd, want, ("conn", conn))
 
     def _flush_blocking(self, conn: Conn) -> None:
+        """Before exiting: what is still queued (e.g. the answer to quit), given 5 s to leave."""
         if conn.sock is not None and conn.out and conn.sock.fileno() >= 0:
             with contextlib.suppress(OSError):
-                conn.sock.setblocking(True)
                 conn.sock.settimeout(5)
-                conn.sock.sendall(conn.out)
+                for part in conn.out:
+                    conn.sock.sendall(part)
 
 
 def _resolve(ch: Chardev, prefix: str) -> tuple:
