@@ -653,7 +653,7 @@ SESSIONS: dict[str, tuple[list[str], Callable[[Recorder], None]]] = {
     "qmp_limits": (SMP4, qmp_limits),
     **{
         f"machine_{v.replace('.', '_')}": (["-machine", f"pc-q35-{v}", "-smp", "1,maxcpus=4"], machine_compat)
-        for v in ("2.8", "2.9", "4.2", "5.0", "5.1", "5.2", "6.0", "7.2")
+        for v in ("2.8", "2.9", "4.2", "5.0", "5.1", "5.2", "6.0", "6.2", "7.0", "7.1", "7.2")
     },
     "cpu_model": (["-machine", "q35", "-cpu", "Haswell", "-smp", "1,maxcpus=4"], cpu_model),
     "machine_none": (["-machine", "none"], machine_none),

@@ -108,6 +108,9 @@ class HardwareFeatures:
     init_in_smm: str = "hold"
     # SMI features QEMU offers over fw_cfg.
     supported_smi_features: int = SMI_F_ALL
+    # The AMD HyperTransport hole below 1 TiB in the E820 map (pc_memory_init: an AMD vCPU with
+    # 40+ physical address bits on machine types 7.1 and later, e.g. the default qemu64).
+    amd_ht_hole: bool = True
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,8 @@ def smbios_tables_size(cfg: PlatformConfig) -> int:
 
 def e820_table(cfg: PlatformConfig) -> bytes:
     """etc/e820 as QEMU builds it: the HyperTransport hole, low RAM, then RAM above 4 GiB."""
-    entries = [(HT_RESERVED_BASE, HT_RESERVED_SIZE, E820_RESERVED), (0, cfg.below_4g, E820_RAM)]
+    entries = [(HT_RESERVED_BASE, HT_RESERVED_SIZE, E820_RESERVED)] if cfg.hw.amd_ht_hole else []
+    entries.append((0, cfg.below_4g, E820_RAM))
     if cfg.above_4g:
         entries.append((1 << 32, cfg.above_4g, E820_RAM))
     return b"".join(struct.pack("<QQI", a, n, t) for a, n, t in entries)

@@ -80,7 +80,11 @@ class Options:
             ram_mb=self.ram_mb,
             ext_tseg_mb=self.ext_tseg_mb if self.ext_tseg_mb is not None else mt.ext_tseg_mb,
             smm=self.smm,
-            hw=HardwareFeatures(smbase_window=mt.smbase_window, supported_smi_features=mt.smi_features),
+            hw=HardwareFeatures(
+                smbase_window=mt.smbase_window,
+                supported_smi_features=mt.smi_features,
+                amd_ht_hole=mt.amd_ht_hole(self.cpu_model),
+            ),
             sockets=self.sockets,
             cores=self.cores,
             threads=self.threads,

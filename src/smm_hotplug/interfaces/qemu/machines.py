@@ -53,6 +53,13 @@ CPU_MODELS = frozenset(
     base max
     """.split()  # noqa: SIM905 - a list of 130 names reads better as words
 )
+# Models with an AMD vendor and 40 or more physical address bits, whose E820 map gets the AMD
+# HyperTransport hole on machine types 7.1 and later (pc_memory_init; measured on Debian's QEMU 7.2:
+# etc/e820 holds two entries with these models, one with the others).
+AMD_HT_HOLE_MODELS = frozenset(
+    {"qemu64", "qemu64-v1", "phenom", "phenom-v1", "max"}
+    | {m for m in CPU_MODELS if m.startswith(("EPYC", "Opteron_G"))}
+)
 DEFAULT_CPU_MODEL = "qemu64"
 CPU_TYPE_SUFFIX = "-x86_64-cpu"
 
@@ -92,6 +99,10 @@ class MachineType:
     @property
     def ext_tseg_mb(self) -> int:
         return 16 if self.since(2, 10) else 0  # pc_compat_2_9: mch.extended-tseg-mbytes=0
+
+    def amd_ht_hole(self, cpu_model: str) -> bool:
+        """pc_q35_7_0_machine_options: enforce_amd_1tb_hole = false."""
+        return self.since(7, 1) and cpu_model in AMD_HT_HOLE_MODELS
 
     @property
     def prefer_sockets(self) -> bool:
