@@ -321,3 +321,27 @@ def test_sigterm_without_qtest_is_reported_like_qemu(tmp_path):
             proc.stderr.read().decode()
             == f"server.py: terminating on signal 15 from pid {os.getpid()} ({sys.executable})\n"
         )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-chardev", "socket,path=/nonexistent/q.sock,id=char0", "-mon", "chardev=char0,mode=control"],
+        ["-qmp", "unix:/nonexistent/q.sock"],
+        ["-qtest", "unix:/nonexistent/q.sock"],
+        ["-chardev", "socket,path=/tmp/x.sock"],
+        ["-mon", "chardev=nochar,mode=control"],
+        ["-chardev", "frob,id=x"],
+        ["-cpu", "nonesuch"],
+        ["-qtest-log"],
+    ],
+)
+def test_chardev_and_option_errors_are_qemus_first_line(args):
+    ours = subprocess.run([*ENDPOINT, "-machine", "none", *args], capture_output=True, text=True, timeout=60)
+    assert ours.returncode == 1 and len(ours.stderr.splitlines()) == 1
+    if QEMU:
+        theirs = subprocess.run(
+            [QEMU, "-machine", "none", "-display", "none", *args], capture_output=True, text=True, timeout=60
+        )
+        assert theirs.returncode == 1
+        assert ours.stderr.split(": ", 1)[1] == theirs.stderr.splitlines()[0].split(": ", 1)[1] + "\n"

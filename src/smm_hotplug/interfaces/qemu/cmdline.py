@@ -40,7 +40,12 @@ class Chardev:
     port: str = ""  # a service: QEMU hands it to getaddrinfo as written
     server: bool = False
     wait: bool = True
-    spec: str = ""  # the option as given, for QEMU's "-qmp SPEC: ..." error prefix
+    spec: str = ""  # the option's value as given
+    option: str = "-qmp"  # the option it came from (-qmp, -qtest, -chardev)
+
+    def where(self) -> str:
+        """The prefix QEMU puts before an error opening this chardev (none for -qtest)."""
+        return "" if self.option == "-qtest" else f"{self.option} {self.spec}: "
 
 
 class Exit(Exception):
@@ -138,7 +143,7 @@ def _chardev(value: str, opt: str) -> Chardev:
         return CmdlineError(f"{prefix}'{value}' is not a valid char driver")
 
     if value == "stdio":
-        return Chardev("stdio", spec=value)
+        return Chardev("stdio", spec=value, option=opt)
     kind, _, rest = value.partition(":")
     if kind not in ("unix", "tcp") or not rest:
         raise bad()
@@ -150,11 +155,13 @@ def _chardev(value: str, opt: str) -> Chardev:
     server = _onoff(props.get("server", "off"), "server")
     wait = _onoff(props.get("wait", "on"), "wait")
     if kind == "unix":
-        return Chardev("unix", path=target, server=server, wait=wait, spec=value)
+        return Chardev("unix", path=target, server=server, wait=wait, spec=value, option=opt)
     host, _, port = target.rpartition(":")
     if not port:
         raise bad()
-    return Chardev("tcp", host=host or "localhost", port=port, server=server, wait=wait, spec=value)
+    return Chardev(
+        "tcp", host=host or "localhost", port=port, server=server, wait=wait, spec=value, option=opt
+    )
 
 
 CHARDEV_BACKENDS = ("socket", "stdio")
@@ -174,12 +181,14 @@ def _chardev_option(text: str, opts: Options) -> None:
     server = _onoff(props.pop("server", "off"), "server")
     wait = _onoff(props.pop("wait", "on"), "wait")
     if backend == "stdio":
-        chardev = Chardev("stdio", spec=text)
+        chardev = Chardev("stdio", spec=text, option="-chardev")
     elif "path" in props:
-        chardev = Chardev("unix", path=props.pop("path"), server=server, wait=wait, spec=text)
+        chardev = Chardev(
+            "unix", path=props.pop("path"), server=server, wait=wait, spec=text, option="-chardev"
+        )
     elif "host" in props or "port" in props:
         host, port = props.pop("host", "localhost"), props.pop("port", "")
-        chardev = Chardev("tcp", host=host, port=port, server=server, wait=wait, spec=text)
+        chardev = Chardev("tcp", host=host, port=port, server=server, wait=wait, spec=text, option="-chardev")
     else:
         raise CmdlineError(f"-chardev {text}: Unable to parse FD number ")
     for key in props:

@@ -130,7 +130,7 @@ class Endpoint:
             elif ch.kind == "stdio":
                 self._add_qmp(Conn("qmp", sys.stdin.fileno(), None))
             else:
-                sock = _connect(ch, f"-qmp {ch.spec}: ")
+                sock = _connect(ch)
                 self._add_qmp(Conn("qmp", sock.fileno(), sock))
         ch = self.opts.qtest
         if ch is None:
@@ -143,7 +143,7 @@ class Endpoint:
             lsock.close()
             conn = Conn("qtest", client.fileno(), client)
         else:
-            sock = _connect(ch, "")
+            sock = _connect(ch)
             conn = Conn("qtest", sock.fileno(), sock)
         self.qtest_conn = conn
         self._register(conn)
@@ -385,7 +385,7 @@ def _resolve(ch: Chardev, prefix: str) -> tuple:
 
 
 def _listen_socket(ch: Chardev) -> socket.socket:
-    prefix = f"-qmp {ch.spec}: " if ch.spec else ""
+    prefix = ch.where()
     if ch.kind == "unix":
         with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
             os.unlink(ch.path)
@@ -418,7 +418,8 @@ def _listen_socket(ch: Chardev) -> socket.socket:
     return sock
 
 
-def _connect(ch: Chardev, prefix: str) -> socket.socket:
+def _connect(ch: Chardev) -> socket.socket:
+    prefix = ch.where()
     if ch.kind == "unix":
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
