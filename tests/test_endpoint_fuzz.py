@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smm_hotplug.hw.config import platform_config
-from smm_hotplug.interfaces.qemu import qjson
+from smm_hotplug.interfaces.qemu import jsonparse, qjson
 from smm_hotplug.interfaces.qemu.cmdline import CmdlineError, parse
 from smm_hotplug.interfaces.qemu.qmp import DeviceTable, QmpSession
 from smm_hotplug.interfaces.qemu.qtest import QtestSession
@@ -134,10 +134,10 @@ COMMAND_OBJECTS = st.fixed_dictionaries(
 def test_any_qmp_input_gets_json_answers(chunks):
     qm = _machine()
     session = QmpSession(qm, DeviceTable(qm))
-    stream = qjson.Streamer()
+    stream = jsonparse.Streamer()
     for chunk in chunks:
         for item in stream.feed(chunk):
-            reply = {"error": str(item)} if isinstance(item, qjson.JsonError) else session.handle(item)
+            reply = {"error": str(item)} if isinstance(item, jsonparse.JsonError) else session.handle(item)
             assert isinstance(reply, dict) and ("return" in reply or "error" in reply)
             qjson.dumps(reply)
 
@@ -302,11 +302,11 @@ NUMBERS = st.builds(
 def test_any_json_bytes_in_any_chunking_give_values_or_qemus_errors(parts, chunk):
     qm = _machine()
     session = QmpSession(qm, DeviceTable(qm))
-    stream = qjson.Streamer()
+    stream = jsonparse.Streamer()
     data = b"".join(parts)
     for i in range(0, len(data), chunk):
         for item in stream.feed(data[i : i + chunk]):
-            if isinstance(item, qjson.JsonError):
+            if isinstance(item, jsonparse.JsonError):
                 assert str(item).startswith("JSON ")
                 continue
             reply = session.handle(item)

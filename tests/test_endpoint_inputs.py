@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from smm_hotplug.interfaces.qemu import qjson
+from smm_hotplug.interfaces.qemu import jsonparse
 
 ENDPOINT = [sys.executable, "-m", "smm_hotplug.interfaces.qemu.server"]
 QEMU = shutil.which("qemu-system-x86_64")
@@ -121,7 +121,7 @@ def test_json_streamer_is_linear_in_its_input():
 
     def cost(size: int) -> float:
         data = b'{"execute":"x","id":"' + b"a" * size + b'"}'
-        stream = qjson.Streamer()
+        stream = jsonparse.Streamer()
         start = time.perf_counter()
         out = []
         for i in range(0, len(data), 4096):
@@ -134,8 +134,8 @@ def test_json_streamer_is_linear_in_its_input():
 
 
 def test_a_token_beyond_64_mib_is_refused_and_lexing_goes_on():
-    stream = qjson.Streamer()
-    out = stream.feed(b'"' + b"a" * qjson.MAX_TOKEN_SIZE)  # the quote makes it one byte too long
+    stream = jsonparse.Streamer()
+    out = stream.feed(b'"' + b"a" * jsonparse.MAX_TOKEN_SIZE)  # the quote makes it one byte too long
     assert [str(e) for e in out] == ["JSON token size limit exceeded"]
     assert stream.feed(b' {"x": 1}') == [{"x": 1}]
 

@@ -17,6 +17,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import sys
+import time
+from typing import IO
 
 from smm_hotplug.hw.machine import SCI_IRQ
 from smm_hotplug.interfaces.qemu.session import NoAddressSpace, NoMachine, QemuMachine
@@ -253,3 +256,42 @@ class QtestSession:
         if size > 1 << 24:
             raise QtestError(f"size {size} too large for this endpoint")
         return size
+
+
+class QtestLog:
+    """-qtest-log (softmmu/qtest.c): "[R +t] line" received, "[S +t] answer" sent, "[I t] OPENED"
+    and "[I +t] CLOSED", t in seconds since the channel opened.  Default: standard error."""
+
+    def __init__(self, target: str | None) -> None:
+        self.file: IO[str] | None
+        if target is None:
+            self.file = sys.stderr
+        elif target == "none":
+            self.file = None
+        else:
+            self.file = open(target, "w+", encoding="latin-1")  # noqa: SIM115 - lives as long as the process
+        self.start = time.monotonic()
+        self.opened = False
+
+    def _t(self) -> float:
+        return time.monotonic() - self.start
+
+    def _write(self, text: str) -> None:
+        if self.file is not None:
+            self.file.write(text)
+            self.file.flush()
+
+    def opened_now(self) -> None:
+        self.start, self.opened = time.monotonic(), True
+        self._write(f"[I {self._t():.6f}] OPENED\n")
+
+    def closed_now(self) -> None:
+        self.opened = False
+        self._write(f"[I +{self._t():.6f}] CLOSED\n")
+
+    def received(self, line: str) -> None:
+        self._write(f"[R +{self._t():.6f}] {line}\n")
+
+    def sent(self, answer: str) -> None:
+        if self.opened:
+            self._write(f"[S +{self._t():.6f}] {answer}\n")

@@ -24,15 +24,13 @@ import signal
 import socket
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import IO
 
 from smm_hotplug.hw.trace import Event
-from smm_hotplug.interfaces.qemu import qjson
+from smm_hotplug.interfaces.qemu import chardev, jsonparse
 from smm_hotplug.interfaces.qemu import qmp as Q
 from smm_hotplug.interfaces.qemu.cmdline import Chardev, CmdlineError, Exit, Options, parse
-from smm_hotplug.interfaces.qemu.qtest import QtestSession
+from smm_hotplug.interfaces.qemu.qtest import QtestLog, QtestSession
 from smm_hotplug.interfaces.qemu.session import NoMachine, QemuMachine
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -50,46 +48,7 @@ class Conn:
     pending: list[bytes] = field(default_factory=list)  # a qtest line not yet complete
     out: collections.deque[memoryview] = field(default_factory=collections.deque)  # not taken yet
     session: Q.QmpSession | None = None
-    stream: qjson.Streamer | None = None
-
-
-class QtestLog:
-    """-qtest-log (softmmu/qtest.c): "[R +t] line" received, "[S +t] answer" sent, "[I t] OPENED"
-    and "[I +t] CLOSED", t in seconds since the channel opened.  Default: standard error."""
-
-    def __init__(self, target: str | None) -> None:
-        self.file: IO[str] | None
-        if target is None:
-            self.file = sys.stderr
-        elif target == "none":
-            self.file = None
-        else:
-            self.file = open(target, "w+", encoding="latin-1")  # noqa: SIM115 - lives as long as the process
-        self.start = time.monotonic()
-        self.opened = False
-
-    def _t(self) -> float:
-        return time.monotonic() - self.start
-
-    def _write(self, text: str) -> None:
-        if self.file is not None:
-            self.file.write(text)
-            self.file.flush()
-
-    def opened_now(self) -> None:
-        self.start, self.opened = time.monotonic(), True
-        self._write(f"[I {self._t():.6f}] OPENED\n")
-
-    def closed_now(self) -> None:
-        self.opened = False
-        self._write(f"[I +{self._t():.6f}] CLOSED\n")
-
-    def received(self, line: str) -> None:
-        self._write(f"[R +{self._t():.6f}] {line}\n")
-
-    def sent(self, answer: str) -> None:
-        if self.opened:
-            self._write(f"[S +{self._t():.6f}] {answer}\n")
+    stream: jsonparse.Streamer | None = None
 
 
 @dataclass
@@ -102,9 +61,7 @@ class Endpoint:
     sel: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     conns: list[Conn] = field(default_factory=list)
     qtest_conn: Conn | None = None
-    listeners: dict[socket.socket, Chardev] = field(default_factory=dict)
     done: bool = False
-    wake_r: int = -1
     signal_info: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
@@ -130,7 +87,7 @@ class Endpoint:
             elif ch.kind == "stdio":
                 self._add_qmp(Conn("qmp", sys.stdin.fileno(), None))
             else:
-                sock = _connect(ch)
+                sock = chardev.connect(ch)
                 self._add_qmp(Conn("qmp", sock.fileno(), sock))
         ch = self.opts.qtest
         if ch is None:
@@ -138,21 +95,20 @@ class Endpoint:
         if ch.kind == "stdio":
             conn = Conn("qtest", sys.stdin.fileno(), None)
         elif ch.server:
-            lsock = _listen_socket(ch)
+            lsock = chardev.listen(ch)
             client, _ = lsock.accept()  # QEMU waits for the qtest client before it starts
             lsock.close()
             conn = Conn("qtest", client.fileno(), client)
         else:
-            sock = _connect(ch)
+            sock = chardev.connect(ch)
             conn = Conn("qtest", sock.fileno(), sock)
         self.qtest_conn = conn
         self._register(conn)
         self.log.opened_now()
 
     def _listen(self, ch: Chardev) -> None:
-        lsock = _listen_socket(ch)
+        lsock = chardev.listen(ch)
         lsock.setblocking(False)
-        self.listeners[lsock] = ch
         self.sel.register(lsock, READ, ("listen", lsock))
 
     def _register(self, conn: Conn) -> None:
@@ -166,7 +122,7 @@ class Endpoint:
 
     def _add_qmp(self, conn: Conn) -> None:
         conn.session = Q.QmpSession(self.qm, self.devices)
-        conn.stream = qjson.Streamer()
+        conn.stream = jsonparse.Streamer()
         self._register(conn)
         self._send(conn, Q.encode(Q.greeting()))
 
@@ -174,9 +130,9 @@ class Endpoint:
     def catch_signals(self) -> None:
         """SIGINT, SIGHUP and SIGTERM are taken by a thread with sigwaitinfo (which tells who sent
         them, as QEMU reports) and handed to the loop through a pipe."""
-        self.wake_r, wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        self.sel.register(self.wake_r, READ, ("signal", None))
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        self.sel.register(wake_r, READ, ("signal", None))
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
 
         def wait() -> None:
@@ -283,7 +239,7 @@ class Endpoint:
     def _on_qmp(self, conn: Conn, data: bytes) -> None:
         assert conn.session is not None and conn.stream is not None
         for item in conn.stream.feed(data):
-            if isinstance(item, qjson.JsonError):
+            if isinstance(item, jsonparse.JsonError):
                 reply: dict = {"error": {"class": "GenericError", "desc": str(item)}}
             else:
                 reply = conn.session.handle(item)
@@ -371,75 +327,6 @@ class Endpoint:
                 conn.sock.settimeout(5)
                 for part in conn.out:
                     conn.sock.sendall(part)
-
-
-def _resolve(ch: Chardev, prefix: str) -> tuple:
-    """inet_parse + getaddrinfo, as QEMU resolves a tcp chardev (the port is a service name or
-    number handed on as written; glibc reduces numbers modulo 65536 as it does for QEMU)."""
-    try:
-        infos = socket.getaddrinfo(ch.host, ch.port, socket.AF_UNSPEC, socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as err:
-        reason = err.strerror if isinstance(err, socket.gaierror) else str(err)
-        raise CmdlineError(f"{prefix}address resolution failed for {ch.host}:{ch.port}: {reason}") from None
-    return infos[0]
-
-
-def _listen_socket(ch: Chardev) -> socket.socket:
-    prefix = ch.where()
-    if ch.kind == "unix":
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
-            os.unlink(ch.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # Bound under a temporary name and renamed once listening, so that a client that waits
-        # for the path to appear never finds a socket that refuses connections.
-        staging = f"{ch.path}.{os.getpid()}.tmp"
-        try:
-            sock.bind(staging)
-            sock.listen(4)
-            os.rename(staging, ch.path)
-        except OSError as err:
-            sock.close()
-            with contextlib.suppress(OSError):
-                os.unlink(staging)
-            raise CmdlineError(f"{prefix}Failed to bind socket to {ch.path}: {err.strerror}") from None
-        return sock
-    elif ch.kind == "tcp":
-        family, kind, proto, _, addr = _resolve(ch, prefix)
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(addr)
-        except OSError as err:
-            sock.close()
-            raise CmdlineError(f"{prefix}Failed to bind socket: {err.strerror}") from None
-    else:
-        raise CmdlineError(f"cannot listen on '{ch.kind}'")
-    sock.listen(4)
-    return sock
-
-
-def _connect(ch: Chardev) -> socket.socket:
-    prefix = ch.where()
-    if ch.kind == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(ch.path)
-        except OSError as err:
-            sock.close()
-            raise CmdlineError(f"{prefix}Failed to connect to '{ch.path}': {err.strerror}") from None
-        return sock
-    if ch.kind == "tcp":
-        family, kind, proto, _, addr = _resolve(ch, prefix)
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.connect(addr)
-        except OSError as err:
-            sock.close()
-            raise CmdlineError(
-                f"{prefix}Failed to connect to '{ch.host}:{ch.port}': {err.strerror}"
-            ) from None
-        return sock
-    raise CmdlineError("qtest needs stdio, unix: or tcp:")
 
 
 def _pid_name(pid: int) -> str:
