@@ -1,8 +1,9 @@
 """Tests CI requires may not be skipped there.
 
-A test marked ``@pytest.mark.requires("qemu")`` or ``("browser")`` may skip on a developer's
-machine that lacks QEMU or Chromium; where ``.ci/run`` sets SMM_HOTPLUG_REQUIRE_QEMU=1 or
-SMM_HOTPLUG_REQUIRE_BROWSER=1, any skip of such a test — whatever raised it: an explicit
+A test marked ``@pytest.mark.requires("qemu")``, ``("browser")`` or ``("qemu-qtests")`` may skip
+on a developer's machine that lacks QEMU, Chromium or QEMU's built qtest programs; where
+``.ci/run`` sets SMM_HOTPLUG_REQUIRE_QEMU=1, SMM_HOTPLUG_REQUIRE_BROWSER=1 or
+SMM_HOTPLUG_REQUIRE_QEMU_QTESTS=1, any skip of such a test — whatever raised it: an explicit
 ``pytest.skip``, ``importorskip``, a fixture — is reported as a failure instead.
 """
 
@@ -12,13 +13,18 @@ import os
 
 import pytest
 
-REQUIRED = {"qemu": "SMM_HOTPLUG_REQUIRE_QEMU", "browser": "SMM_HOTPLUG_REQUIRE_BROWSER"}
+REQUIRED = {
+    "qemu": "SMM_HOTPLUG_REQUIRE_QEMU",
+    "browser": "SMM_HOTPLUG_REQUIRE_BROWSER",
+    "qemu-qtests": "SMM_HOTPLUG_REQUIRE_QEMU_QTESTS",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "requires(what): the test needs 'qemu' or 'browser'; where .ci/run requires it, a skip fails",
+        "requires(what): the test needs 'qemu', 'browser' or 'qemu-qtests'; where .ci/run requires it, "
+        "a skip fails",
     )
 
 

@@ -62,10 +62,13 @@ def test_window_is_ram_until_locked_then_a_black_hole_with_exact_edges(qm):
 
 
 def test_machine_without_the_feature_never_locks():
+    """Before pc-q35-5.0 (mch.smbase-smram=off) 0x9c is an ordinary writable byte (mch_reset sets
+    its wmask to 0xff; QEMU's q35-test /q35/smram/legacy_smbase checks the same)."""
     qm = make_machine(smbase_window=False)
     wr(qm, 0x9C, 0xFF)
-    assert rd(qm, 0x9C) == 0x00
+    assert rd(qm, 0x9C) == 0xFF
     wr(qm, 0x9C, 0x02)
+    assert rd(qm, 0x9C) == 0x02
     qm.write(0x38000, 4, 0x11223344)
     assert qm.read(0x38000, 4) == 0x11223344
 
@@ -110,3 +113,14 @@ def test_extended_tseg_query(qm):
 
 def test_no_device_reads_all_ones(qm):
     assert qm.pci_read(5, 0, 4) == 0xFFFFFFFF
+
+
+def test_config_address_low_bits_are_ored_into_the_register(qm):
+    """pci_host_config_write/read: ``config_reg | (port & 3)`` — an address written with its low
+    bits set (as QEMU's q35-test does for 0x9d and 0x9e) still reaches that register."""
+    qm.outl(0xCF8, 0x80000000 | 0x9E)
+    qm.outb(0xCFC, 0x38 | 0x01)  # ESMRAMC.T_EN
+    assert rd(qm, 0x9E) == 0x39 and rd(qm, 0x9C) == 0x00
+    qm.outl(0xCF8, 0x80000000 | 0x9D)
+    assert qm.inb(0xCFC) == 0x02 and qm.inb(0xCFD) == 0x02  # SMRAM (0x9d | 1 is 0x9d), not 0x9c
+    assert qm.inb(0xCFE) == 0x00  # 0x9d | 2 = 0x9f

@@ -518,6 +518,131 @@ def irq_lines(r: Recorder) -> None:
         r.q(f"set_irq_in ioapic unnamed-gpio-in 5 {level}")
 
 
+def qmp_limits(r: Recorder) -> None:
+    """QEMU's JSON parser at its edges: nesting, numbers out of range, strays, bad escapes."""
+    t = r.t
+    t.raw_exchange(b'{"execute":"qmp_capabilities"}\n')
+    deep = b"[" * 500 + b"]" * 500
+    for chunk in (
+        b'{"execute":"query-status","id":' + deep + b"}\n",
+        b"[" * 1024 + b"]" * 1024 + b"\n",
+        b"[" * 1025 + b"\n",
+        b"]" * 3 + b"\n",
+        b"{" * 1030 + b"\n",
+        b"[" * 5000 + b"\n",
+        b'{"execute":"query-status","id":' + b"7" * 5000 + b"}\n",
+        b'{"execute":"query-status","id":18446744073709551615}\n',
+        b'{"execute":"query-status","id":18446744073709551616}\n',
+        b'{"execute":"query-status","id":-9223372036854775809}\n',
+        b'{"execute":"query-status","id":1e400}\n',
+        b'{"execute":"query-status","id":-1e400}\n',
+        b'{"execute":"query-status","id":0.1}\n',
+        b'{"execute":"query-status","id":-0}\n',
+        b'{"execute":"query-status","id":1E+2}\n',
+        b"-x\n",
+        b"01\n",
+        b"1.\n",
+        b"1e\n",
+        b"\x00\n",
+        b"\x01\n",
+        b"\xff\n",
+        b"Null\n",
+        b"tru\n",
+        b'"\\q"\n',
+        b'"\\u12"\n',
+        b'"\\uD800"\n',
+        b'"\\uDC00"\n',
+        b'"\\uD800\\u0041"\n',
+        b'"\\uFFFE"\n',
+        b'"\xc3"\n',
+        b'"\xef\xbf\xbe"\n',
+        b'"\xc0\x80"\n',
+        b'"tab\there"\n',
+        b'{"a":1,"a":2}\n',
+        b'{"a" 1}\n',
+        b"{1:2}\n",
+        b'{"a":}\n',
+        b"[1,]\n",
+        b"[1 2]\n",
+        b'{"execute":"query-status","id":"x' + b"y" * 5000 + b'"}\n',
+        b'{"execute":"query-status","id":"\\u00e9\\ud83d\\ude00"}\n',
+    ):
+        shown = chunk.decode("latin-1")
+        r.out.append(
+            [
+                "wire",
+                shown if len(shown) < 200 else f"{shown[:100]}... ({len(chunk)} bytes)",
+                t.raw_exchange(chunk),
+            ]
+        )
+
+
+def machine_compat(r: Recorder) -> None:
+    """What the machine type changes: 0x9c, the SMI features offered, the extended TSEG register."""
+    r.q("outl 0xcf8 0x8000009c")
+    for value in (0x00, 0x5A, 0xFF, 0x02, 0x01):
+        r.q(f"outb 0xcfc 0x{value:x}")
+        r.q("inb 0xcfc")
+    r.q("outl 0xcf8 0x80000050")
+    r.q("inw 0xcfc")
+    r.q("outw 0xcfc 0xffff")
+    r.q("inw 0xcfc")
+    # etc/smi/supported-features, found through the fw_cfg directory
+    dma(r, 0x19 << 16 | 0x08 | 0x02, 4 + 64 * 20, 0x10000)
+    directory = bytes.fromhex(r.q("read 0x10000 1284").split()[1][2:])
+    for i in range(int.from_bytes(directory[:4], "big")):
+        entry = directory[4 + 64 * i : 4 + 64 * (i + 1)]
+        if entry[8:].rstrip(b"\0") == b"etc/smi/supported-features":
+            dma(r, int.from_bytes(entry[4:6], "big") << 16 | 0x08 | 0x02, 8, 0x12000)
+            r.q("read 0x12000 8")
+    r.qmp("query-hotpluggable-cpus")
+    r.qmp("device_add", driver="qemu64-x86_64-cpu", id="c1", **{"socket-id": 0, "core-id": 1, "thread-id": 0})
+    r.qmp("query-cpus-fast")
+
+
+def cpu_model(r: Recorder) -> None:
+    """-cpu Haswell: the CPU type QMP lists and wants, and names in refusals."""
+    r.qmp("query-hotpluggable-cpus")
+    r.qmp("device_add", driver="qemu64-x86_64-cpu", id="c1", **{"socket-id": 0, "core-id": 1, "thread-id": 0})
+    r.qmp(
+        "device_add", driver="Haswell-x86_64-cpu", id="c1", **{"socket-id": 0, "core-id": 1, "thread-id": 0}
+    )
+    r.qmp(
+        "device_add",
+        driver="Haswell-v4-x86_64-cpu",
+        id="c2",
+        **{"socket-id": 0, "core-id": 2, "thread-id": 0},
+    )
+    r.qmp("device_add", driver="Haswell", id="c2", **{"socket-id": 0, "core-id": 2, "thread-id": 0})
+    negotiate(r, 0x3)
+    r.qmp("device_del", id="c1")
+    r.qmp("query-cpus-fast")
+
+
+def machine_none(r: Recorder) -> None:
+    """-machine none: no devices, no CPU (memory accesses crash QEMU and are left out)."""
+    for line in (
+        "endianness",
+        "inb 0x510",
+        "inw 0xcfc",
+        "inl 0xcfc",
+        "outb 0x80 0x1",
+        "outl 0xcf8 0x80000000",
+        "inl 0xcfc",
+        "irq_intercept_in ioapic",
+        "irq_intercept_in /machine/q35",
+    ):
+        r.q(line)
+    r.qmp("query-hotpluggable-cpus")
+    r.qmp("query-cpus-fast")
+    r.qmp("device_add", driver="qemu64-x86_64-cpu", id="c1")
+    r.qmp("device_add", driver="frob", id="c1")
+    r.qmp("device_del", id="c1")
+    r.qmp("query-status")
+    r.qmp("system_reset")
+    r.events()
+
+
 SMP4 = ["-machine", "q35,smm=on", "-smp", "1,maxcpus=4"]
 SESSIONS: dict[str, tuple[list[str], Callable[[Recorder], None]]] = {
     "smbase_window": (SMP4, smbase_window),
@@ -534,8 +659,15 @@ SESSIONS: dict[str, tuple[list[str], Callable[[Recorder], None]]] = {
     "qtest_formats": (SMP4, qtest_formats),
     "irq_lines": (SMP4, irq_lines),
     "qmp_wire": (SMP4, qmp_wire),
+    "qmp_limits": (SMP4, qmp_limits),
+    **{
+        f"machine_{v.replace('.', '_')}": (["-machine", f"pc-q35-{v}", "-smp", "1,maxcpus=4"], machine_compat)
+        for v in ("2.8", "2.9", "4.2", "5.0", "5.1", "5.2", "6.0", "6.2", "7.0", "7.1", "7.2")
+    },
+    "cpu_model": (["-machine", "q35", "-cpu", "Haswell", "-smp", "1,maxcpus=4"], cpu_model),
+    "machine_none": (["-machine", "none"], machine_none),
 }
-RAW_QMP = {"qmp_wire"}  # sessions that speak QMP bytes themselves instead of through qemu.qmp
+RAW_QMP = {"qmp_wire", "qmp_limits"}  # sessions that speak QMP bytes themselves instead of through qemu.qmp
 
 
 def run(name: str, kind: str) -> Transcript:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,26 @@ def test_matches_live_qemu(name):
     theirs = json.loads(json.dumps(run(name, "qemu")))
     ours = json.loads(json.dumps(run(name, "ours")))
     assert json.dumps(ours) == json.dumps(theirs), _diff(ours, theirs)
+
+
+def _query_machines(command: list[str]) -> list[str]:
+    """query-machines over QMP on standard input/output, each machine's entry as QEMU's bytes."""
+    out = subprocess.run(
+        [*command, "-machine", "none", "-display", "none", "-nodefaults", "-qmp", "stdio"],
+        input=b'{"execute":"qmp_capabilities"}\n{"execute":"query-machines"}\n{"execute":"quit"}\n',
+        capture_output=True,
+        timeout=60,
+    ).stdout.decode()
+    reply = next(line for line in out.split("\r\n") if line.startswith('{"return": [{'))
+    return re.findall(r"\{[^{}]*\}", reply)
+
+
+@pytest.mark.requires("qemu")  # a skip fails where SMM_HOTPLUG_REQUIRE_QEMU=1 (.ci/run)
+def test_query_machines_lists_qemus_q35_types_and_none_exactly_as_qemu():
+    if not qemu_available():
+        pytest.skip("qemu-system-x86_64 not installed")
+    ours = _query_machines([sys.executable, "-m", "smm_hotplug.interfaces.qemu.server"])
+    theirs = _query_machines(["qemu-system-x86_64"])
+    names = {json.loads(entry)["name"] for entry in ours}
+    assert names == {json.loads(e)["name"] for e in theirs if "q35" in e or '"none"' in e}
+    assert ours == [entry for entry in theirs if json.loads(entry)["name"] in names]

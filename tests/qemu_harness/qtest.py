@@ -1,5 +1,11 @@
-"""A small libqtest: start a machine, speak qtest over a socket the harness listens on (QEMU
-connects to it, as with libqtest's ``-qtest unix:PATH``) and QMP with qemu.qmp.
+"""A small libqtest: start a machine exactly as QEMU's libqtest does, speak qtest and QMP to it.
+
+Like tests/qtest/libqtest.c (qtest_init_without_qmp_handshake, qtest_init, qtest_quit), the
+harness listens on two unix sockets, starts ``exec BINARY -qtest unix:QTEST -qtest-log /dev/null
+-chardev socket,path=QMP,id=char0 -mon chardev=char0,mode=control -display none ARGS -accel qtest``
+through ``/bin/sh -c``, accepts the qtest connection, then the QMP one, asks ``endianness``,
+reads the QMP greeting and negotiates capabilities (qemu.qmp, QEMU's own Python QMP library, as
+the server side), and at the end sends SIGTERM and expects exit status 0.
 
 The binary is whatever ``QTEST_QEMU_BINARY`` names — real QEMU or smm-hotplug-qemu; the tests
 do not know which.
@@ -8,52 +14,50 @@ do not know which.
 from __future__ import annotations
 
 import os
-import shlex
+import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+SOCKET_TIMEOUT = 50  # seconds, libqtest's SOCKET_TIMEOUT
+
+
+def libqtest_command(binary: str, qtest_path: str, qmp_path: str, args: str) -> str:
+    """The shell command libqtest runs (qtest_init_without_qmp_handshake), QTEST_LOG unset."""
+    return (
+        f"exec {binary} -qtest unix:{qtest_path} -qtest-log /dev/null "
+        f"-chardev socket,path={qmp_path},id=char0 -mon chardev=char0,mode=control "
+        f"-display none {args} -accel qtest"
+    )
+
 
 class QTestState:
-    def __init__(self, args: str, binary: str | None = None, accel_qtest: bool = True) -> None:
+    def __init__(self, args: str, binary: str | None = None) -> None:
         binary = binary or os.environ.get("QTEST_QEMU_BINARY", "qemu-system-x86_64")
         self.dir = Path(tempfile.mkdtemp(prefix="qtest-"))
-        qtest_path = self.dir / "qtest.sock"
-        qmp_path = self.dir / "qmp.sock"
+        qtest_path = self.dir / f"qtest-{os.getpid()}.sock"
+        qmp_path = self.dir / f"qtest-{os.getpid()}.qmp"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(qtest_path))
         listener.listen(1)
-        cmd = [
-            *shlex.split(binary),
-            *shlex.split(args),
-            "-qtest",
-            f"unix:{qtest_path}",
-            "-qmp",
-            f"unix:{qmp_path},server=on,wait=off",
-            "-display",
-            "none",
-            "-nodefaults",
-        ]
-        if accel_qtest:
-            cmd += ["-accel", "qtest"]
+        self.qmp_client = QEMUMonitorProtocol(str(qmp_path), server=True)
+        self.command = libqtest_command(binary, str(qtest_path), str(qmp_path), args)
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            ["/bin/sh", "-c", self.command], env={**os.environ, "QEMU_AUDIO_DRV": "none"}
         )
-        listener.settimeout(10)
+        listener.settimeout(SOCKET_TIMEOUT)
         self.sock, _ = listener.accept()
         listener.close()
+        self.qmp_client.accept(timeout=SOCKET_TIMEOUT)
+        os.unlink(qtest_path)
+        os.unlink(qmp_path)
         self.file = self.sock.makefile("rwb", buffering=0)
-        deadline = time.time() + 10
-        while not qmp_path.exists() and time.time() < deadline:
-            time.sleep(0.01)
-        self.qmp_client = QEMUMonitorProtocol(str(qmp_path))
-        self.qmp_client.connect(negotiate=True)
         self.irqs: list[str] = []
+        assert self._cmd("endianness") == ["little"]
 
     # -- qtest --------------------------------------------------------------------------------
     def _cmd(self, line: str) -> list[str]:
@@ -123,10 +127,16 @@ class QTestState:
             msg["arguments"] = arguments
         return self.qmp_client.cmd_obj(msg)
 
-    def quit(self) -> None:
+    def quit(self) -> int:
+        """qtest_quit: SIGTERM, wait, and the exit status must be 0."""
         try:
-            self.qmp_client.close()
+            self.proc.send_signal(signal.SIGTERM)
+            status = self.proc.wait(timeout=30)
         finally:
+            self.qmp_client.close()
             self.sock.close()
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        assert status == 0, f"{self.command!r} ended with status {status}"
+        return status

@@ -15,6 +15,8 @@ MIB = 1 << 20
 # QEMU pc-q35-7.2 default RAM (-m default) and extended TSEG size (mch.extended-tseg-mbytes).
 DEFAULT_RAM_MB = 128
 DEFAULT_EXT_TSEG_MB = 16
+# QEMU's default x86 CPU type (-cpu qemu64); it names the device in QEMU's refusals.
+DEFAULT_CPU_TYPE = "qemu64-x86_64-cpu"
 
 # SMI features QEMU offers in etc/smi/supported-features (hw/isa/lpc_ich9.c):
 SMI_F_BROADCAST = 1 << 0
@@ -106,6 +108,9 @@ class HardwareFeatures:
     init_in_smm: str = "hold"
     # SMI features QEMU offers over fw_cfg.
     supported_smi_features: int = SMI_F_ALL
+    # The AMD HyperTransport hole below 1 TiB in the E820 map (pc_memory_init: an AMD vCPU with
+    # 40+ physical address bits on machine types 7.1 and later, e.g. the default qemu64).
+    amd_ht_hole: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ class PlatformConfig:
     ext_tseg_mb: int = DEFAULT_EXT_TSEG_MB
     smm: bool = True
     hw: HardwareFeatures = field(default_factory=HardwareFeatures)
+    cpu_type: str = DEFAULT_CPU_TYPE
 
     @cached_property
     def ram_bytes(self) -> int:
@@ -157,6 +163,7 @@ def platform_config(
     sockets: int | None = None,
     cores: int | None = None,
     threads: int | None = None,
+    cpu_type: str = DEFAULT_CPU_TYPE,
 ) -> PlatformConfig:
     if boot_cpus < 1:
         raise UsageError(f"boot CPU count must be at least 1 (got {boot_cpus})")
@@ -173,4 +180,5 @@ def platform_config(
         ext_tseg_mb=ext_tseg_mb,
         smm=smm,
         hw=hw or HardwareFeatures(),
+        cpu_type=cpu_type,
     )

@@ -85,7 +85,8 @@ def smbios_tables_size(cfg: PlatformConfig) -> int:
 
 def e820_table(cfg: PlatformConfig) -> bytes:
     """etc/e820 as QEMU builds it: the HyperTransport hole, low RAM, then RAM above 4 GiB."""
-    entries = [(HT_RESERVED_BASE, HT_RESERVED_SIZE, E820_RESERVED), (0, cfg.below_4g, E820_RAM)]
+    entries = [(HT_RESERVED_BASE, HT_RESERVED_SIZE, E820_RESERVED)] if cfg.hw.amd_ht_hole else []
+    entries.append((0, cfg.below_4g, E820_RAM))
     if cfg.above_4g:
         entries.append((1 << 32, cfg.above_4g, E820_RAM))
     return b"".join(struct.pack("<QQI", a, n, t) for a, n, t in entries)
@@ -103,14 +104,17 @@ def files(cfg: PlatformConfig, smi: tuple[int, int, int]) -> list[tuple[str, byt
         ("etc/e820", e820_table(cfg)),
         ("etc/smbios/smbios-anchor", bytes(31)),
         ("etc/smbios/smbios-tables", bytes(smbios_tables_size(cfg))),
-        (FILE_FEATURES_OK, bytes([features_ok])),
-        (FILE_REQUESTED, struct.pack("<Q", requested)),
-        (FILE_SUPPORTED, struct.pack("<Q", supported)),
         ("etc/system-states", bytes([0x80, 0x00, 0x00, 0x81, 0x82, 0x80])),
         ("etc/table-loader", bytes(4096)),
         ("etc/tpm/log", b""),
         ("genroms/kvmvapic.bin", bytes(9216)),
     ]
+    if cfg.hw.supported_smi_features:  # ich9_lpc_realize: the files exist only if a feature does
+        table += [
+            (FILE_FEATURES_OK, bytes([features_ok])),
+            (FILE_REQUESTED, struct.pack("<Q", requested)),
+            (FILE_SUPPORTED, struct.pack("<Q", supported)),
+        ]
     return sorted(table)
 
 

@@ -13,8 +13,6 @@ from smm_hotplug.hw.cpu import DEFAULT_SMBASE, hot_added_cpu
 from smm_hotplug.hw.state import Machine, set_cpu
 from smm_hotplug.hw.trace import Log
 
-CPU_DRIVER = "qemu64-x86_64-cpu"
-
 
 class Refused(Exception):
     """A request QEMU refuses; ``str()`` is QEMU's message, ``klass`` its QMP error class."""
@@ -57,7 +55,7 @@ def plug(plat: Board, m: Machine, slot: int, log: Log, actor: str = "mgmt") -> M
 
 
 def unplug_check(plat: Board, m: Machine, slot: int) -> None:
-    refusal = lpc.unplug_refusal(m.lpc, m.cpuhp.modern, CPU_DRIVER)
+    refusal = lpc.unplug_refusal(m.lpc, m.cpuhp.modern, plat.cfg.cpu_type)
     if refusal:
         raise Refused(refusal)
     if not 0 <= slot < plat.cfg.max_cpus or not m.cpus[slot].present:

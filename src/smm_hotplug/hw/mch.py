@@ -67,7 +67,9 @@ class Mch(NamedTuple):
 
 def reset(cfg: PlatformConfig) -> Mch:
     ext = cfg.ext_tseg_mb if cfg.ext_tseg_mb > 0 else 0
-    return Mch(f_smbase_wmask=0xFF if cfg.hw.smbase_window else 0x00, ext_tseg=ext)
+    # mch_reset: 0x9c is an ordinary writable byte (wmask 0xff) until the SMRAM-at-SMBASE
+    # feature, when the machine has it (mch.smbase-smram), takes the register over.
+    return Mch(f_smbase_wmask=0xFF, ext_tseg=ext)
 
 
 def smram_locked(mch: Mch) -> bool:

@@ -36,11 +36,15 @@ ADDRESS_OPS = Ops("pci-conf-idx", 4, address_read, address_write)
 
 
 def target(addr: int, offset: int) -> tuple[DevFn, int] | None:
-    """(bus, device, function) and configuration register a data access at ``offset`` reaches."""
+    """(bus, device, function) and configuration register a data access at ``offset`` reaches.
+
+    The data port's byte offset is ORed into the address register as written, low two bits
+    included (pci_host_config_write/read: ``config_reg | (addr & 3)``), so an address of 0x9d
+    with a byte access at 0xcfd reaches 0x9d, and one of 0x9e at 0xcfc reaches 0x9e."""
     if not addr & ENABLE:
         return None
     devfn = ((addr >> 16) & 0xFF, (addr >> 11) & 0x1F, (addr >> 8) & 0x7)
-    return devfn, (addr & 0xFC) | offset
+    return devfn, (addr | offset) & 0xFF
 
 
 class Links(NamedTuple):

@@ -1,4 +1,10 @@
-"""The part of QEMU's command line that qtest/QMP harnesses use, parsed as QEMU parses it."""
+"""The part of QEMU's command line that qtest/QMP harnesses use, parsed as QEMU parses it.
+
+That includes what QEMU's own libqtest passes (tests/qtest/libqtest.c, qtest_init_without_qmp_handshake):
+``-qtest unix:PATH -qtest-log FILE -chardev socket,path=PATH,id=char0 -mon chardev=char0,mode=control
+-display none ... -accel qtest``, every q35 machine type and ``-machine none``, and ``-cpu MODEL``.
+``-h``/``-help``/``--help`` and ``-version``/``--version`` print and exit 0 as QEMU does.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,15 @@ from dataclasses import dataclass, field
 
 from smm_hotplug.errors import UsageError
 from smm_hotplug.hw.config import (
-    DEFAULT_EXT_TSEG_MB,
     DEFAULT_RAM_MB,
     HardwareFeatures,
     PlatformConfig,
     platform_config,
 )
+from smm_hotplug.interfaces.qemu import machines
+from smm_hotplug.interfaces.qemu.machines import MachineType
 
-MAX_CPUS = 288  # q35's max_cpus in QEMU 7.2
+VERSION = "7.2.22"  # the QEMU release whose behaviour is reproduced (Debian 1:7.2+dfsg-7+deb12u18)
 
 
 class CmdlineError(UsageError):
@@ -30,14 +37,29 @@ class Chardev:
     kind: str  # "stdio" | "unix" | "tcp"
     path: str = ""
     host: str = ""
-    port: int = 0
+    port: str = ""  # a service: QEMU hands it to getaddrinfo as written
     server: bool = False
     wait: bool = True
+    spec: str = ""  # the option's value as given
+    option: str = "-qmp"  # the option it came from (-qmp, -qtest, -chardev)
+
+    def where(self) -> str:
+        """The prefix QEMU puts before an error opening this chardev (none for -qtest)."""
+        return "" if self.option == "-qtest" else f"{self.option} {self.spec}: "
+
+
+class Exit(Exception):
+    """Print ``text`` on standard output and exit 0."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
 
 
 @dataclass
 class Options:
-    machine: str = "q35"
+    machine: MachineType = field(default_factory=lambda: machines.MACHINES[machines.Q35_LATEST])
+    cpu_model: str = machines.DEFAULT_CPU_MODEL
     smm: bool = True
     cpus: int = 1
     maxcpus: int | None = None
@@ -45,25 +67,33 @@ class Options:
     cores: int | None = None
     threads: int | None = None
     ram_mb: int = DEFAULT_RAM_MB
-    ext_tseg_mb: int = DEFAULT_EXT_TSEG_MB
+    ext_tseg_mb: int | None = None  # None: the machine type's default
     qtest: Chardev | None = None
-    qmp: list[Chardev] = field(default_factory=list)
+    qtest_log: str | None = None
+    qmp: list[Chardev] = field(default_factory=list)  # -qmp, and -mon chardev=ID,mode=control
+    chardevs: dict[str, Chardev] = field(default_factory=dict)
     accel_qtest: bool = False
     display_none: bool = False
     nodefaults: bool = False
 
     def platform(self) -> PlatformConfig:
         maxcpus = self.maxcpus if self.maxcpus is not None else self.cpus
+        mt = self.machine
         return platform_config(
             self.cpus,
             maxcpus,
             ram_mb=self.ram_mb,
-            ext_tseg_mb=self.ext_tseg_mb,
+            ext_tseg_mb=self.ext_tseg_mb if self.ext_tseg_mb is not None else mt.ext_tseg_mb,
             smm=self.smm,
-            hw=HardwareFeatures(),
+            hw=HardwareFeatures(
+                smbase_window=mt.smbase_window,
+                supported_smi_features=mt.smi_features,
+                amd_ht_hole=mt.amd_ht_hole(self.cpu_model),
+            ),
             sockets=self.sockets,
             cores=self.cores,
             threads=self.threads,
+            cpu_type=machines.cpu_type(self.cpu_model),
         )
 
 
@@ -106,12 +136,14 @@ def _ram_mb(value: str) -> int:
 
 
 def _chardev(value: str, opt: str) -> Chardev:
+    """The legacy chardev syntax of -qtest and -qmp (qemu_chr_parse_compat)."""
+
     def bad() -> CmdlineError:
         prefix = f"{opt} {value}: " if opt == "-qmp" else ""
         return CmdlineError(f"{prefix}'{value}' is not a valid char driver")
 
     if value == "stdio":
-        return Chardev("stdio")
+        return Chardev("stdio", spec=value, option=opt)
     kind, _, rest = value.partition(":")
     if kind not in ("unix", "tcp") or not rest:
         raise bad()
@@ -123,16 +155,138 @@ def _chardev(value: str, opt: str) -> Chardev:
     server = _onoff(props.get("server", "off"), "server")
     wait = _onoff(props.get("wait", "on"), "wait")
     if kind == "unix":
-        return Chardev("unix", path=target, server=server, wait=wait)
+        return Chardev("unix", path=target, server=server, wait=wait, spec=value, option=opt)
     host, _, port = target.rpartition(":")
-    if not port.isdigit():
+    if not port:
         raise bad()
-    return Chardev("tcp", host=host or "localhost", port=int(port), server=server, wait=wait)
+    return Chardev(
+        "tcp", host=host or "localhost", port=port, server=server, wait=wait, spec=value, option=opt
+    )
 
 
-def parse(argv: list[str], warn: list[str] | None = None) -> Options:
-    """Parse the command line; CmdlineError carries QEMU's wording for what it rejects.
-    Warnings QEMU would print (and carry on after) are appended to ``warn``."""
+CHARDEV_BACKENDS = ("socket", "stdio")
+
+
+def _chardev_option(text: str, opts: Options) -> None:
+    """-chardev BACKEND,id=ID,...: a socket (path=, or host= and port=) or stdio."""
+    backend, _, rest = text.partition(",")
+    props = _props(rest, "-chardev") if rest else {}
+    if backend not in CHARDEV_BACKENDS:
+        raise CmdlineError(f"-chardev {text}: '{backend}' is not a valid char driver name")
+    ident = props.pop("id", None)
+    if ident is None:
+        raise CmdlineError(f"-chardev {text}: chardev: no id specified")
+    if ident in opts.chardevs:
+        raise CmdlineError(f"-chardev {text}: Duplicate ID '{ident}' for chardev")
+    server = _onoff(props.pop("server", "off"), "server")
+    wait = _onoff(props.pop("wait", "on"), "wait")
+    if backend == "stdio":
+        chardev = Chardev("stdio", spec=text, option="-chardev")
+    elif "path" in props:
+        chardev = Chardev(
+            "unix", path=props.pop("path"), server=server, wait=wait, spec=text, option="-chardev"
+        )
+    elif "host" in props or "port" in props:
+        host, port = props.pop("host", "localhost"), props.pop("port", "")
+        chardev = Chardev("tcp", host=host, port=port, server=server, wait=wait, spec=text, option="-chardev")
+    else:
+        raise CmdlineError(f"-chardev {text}: Unable to parse FD number ")
+    for key in props:
+        raise CmdlineError(f"-chardev {text}: Invalid parameter '{key}'")
+    opts.chardevs[ident] = chardev
+
+
+def _mon_option(text: str, opts: Options) -> None:
+    """-mon chardev=ID,mode=control: a QMP monitor on a chardev defined with -chardev."""
+    props = _props(text, "-mon", implied="chardev")
+    if "chardev" not in props:
+        raise CmdlineError(f"-mon {text}: Parameter 'chardev' is missing")
+    mode = props.get("mode", "readline")
+    if mode not in ("readline", "control"):
+        raise CmdlineError(f"-mon {text}: Parameter 'mode' does not accept value '{mode}'")
+    for key in props:
+        if key not in ("chardev", "mode", "pretty"):
+            raise CmdlineError(f"-mon {text}: Invalid parameter '{key}'")
+    chardev = opts.chardevs.get(props["chardev"])
+    if chardev is None:
+        raise CmdlineError(f'-mon {text}: chardev "{props["chardev"]}" not found')
+    if mode != "control":
+        raise CmdlineError(f"-mon {text}: this endpoint offers QMP monitors only (mode=control)")
+    opts.qmp.append(chardev)
+
+
+def _cpu_option(text: str, opts: Options) -> None:
+    model, _, features = text.partition(",")
+    if model not in machines.CPU_MODELS:
+        raise CmdlineError(f"unable to find CPU model '{model}'")
+    if features:
+        raise CmdlineError(f"-cpu {text}: this endpoint models no CPU features (give the model alone)")
+    opts.cpu_model = model
+
+
+def _machine_option(text: str, opts: Options) -> None:
+    for key, val in _props(text, "-machine", implied="type").items():
+        if key == "type":
+            if val == "help":
+                raise Exit(machine_help())
+            mt = machines.lookup(val)
+            if mt is None:
+                raise CmdlineError(
+                    "unsupported machine type"
+                    if not re.fullmatch(r"pc|pc-i440fx-[\d.]+|isapc|microvm", val)
+                    else f"-machine {val}: this endpoint models the q35 machine only"
+                )
+            opts.machine = mt
+        elif key == "smm":
+            opts.smm = True if val == "auto" else _onoff(val, "smm")
+        elif key == "accel" and val == "qtest":
+            opts.accel_qtest = True
+        else:
+            raise CmdlineError(f"Property '{opts.machine.name}-machine.{key}' not found")
+
+
+def machine_help() -> str:
+    lines = ["Supported machines are:"]
+    for name in sorted(machines.MACHINES, key=lambda n: machines.MACHINES[n].version, reverse=True):
+        if name == machines.Q35_LATEST:
+            lines.append(f"{machines.Q35_ALIAS:<20} q35 chipset with ICH9 (alias of {name})")
+        what = "empty machine" if name == machines.NONE else "q35 chipset with ICH9"
+        lines.append(f"{name:<20} {what}")
+    return "\n".join(lines) + "\n"
+
+
+def version_text() -> str:
+    return (
+        f"QEMU emulator version {VERSION} (smm-hotplug-qemu, a model of Debian's QEMU {VERSION})\n"
+        "smm-hotplug: an executable model of SMM-safe CPU hotplug on q35\n"
+    )
+
+
+def usage_text(prog: str) -> str:
+    return version_text() + (
+        f"usage: {prog} [options]\n\n"
+        "Options understood (as QEMU 7.2 reads them):\n"
+        "-machine|-M TYPE[,smm=on|off|auto]\n"
+        "                     q35 (alias of pc-q35-7.2), pc-q35-X.Y, none; 'help' lists them\n"
+        "-cpu MODEL           x86 CPU model of hot-added and boot CPUs (default qemu64)\n"
+        "-smp [cpus=]N[,maxcpus=M][,sockets=S][,cores=C][,threads=T]\n"
+        "-m [size=]SIZE       RAM size (whole MiB; suffixes k/M/G/T)\n"
+        "-global mch.extended-tseg-mbytes=N\n"
+        "-qtest CHARDEV       qtest line protocol: stdio, unix:PATH[,server=on], tcp:HOST:PORT[,server=on]\n"
+        "-qtest-log FILE      log the qtest traffic ('none': no log; default: standard error)\n"
+        "-qmp CHARDEV         QMP monitor: unix:PATH[,server=on,wait=off], tcp:HOST:PORT[,...], stdio\n"
+        "-chardev socket,id=ID,path=PATH|host=H,port=P[,server=on,wait=off] | stdio,id=ID\n"
+        "-mon chardev=ID,mode=control   QMP monitor on a -chardev\n"
+        "-accel qtest         nothing runs on the CPUs (QEMU's qtest accelerator); without it a\n"
+        "                     SeaBIOS-like firmware runs first, as on Debian's QEMU\n"
+        "-display none, -nodefaults     accepted\n"
+        "-h, -help, --help    this text; -version, --version: the version\n"
+    )
+
+
+def parse(argv: list[str], warn: list[str] | None = None, prog: str = "smm-hotplug-qemu") -> Options:
+    """Parse the command line; CmdlineError carries QEMU's wording for what it rejects, Exit the
+    text of -h or -version.  Warnings QEMU would print (and carry on after) go to ``warn``."""
     opts = Options()
     args = list(argv)
     smp: dict[str, str] = {}
@@ -150,23 +304,14 @@ def parse(argv: list[str], warn: list[str] | None = None) -> Options:
         if not opt.startswith("-") or opt == "-":
             raise CmdlineError(f"{opt}: Could not open '{opt}': No such file or directory")
         name = "-" + opt.lstrip("-")
+        if name in ("-h", "-help"):
+            raise Exit(usage_text(prog))
+        if name == "-version":
+            raise Exit(version_text())
         if name in ("-machine", "-M"):
-            text = value(name)
-            for key, val in _props(text, name, implied="type").items():
-                if key == "type":
-                    if val not in ("q35", "pc-q35-7.2"):
-                        raise CmdlineError(
-                            "unsupported machine type"
-                            if val not in ("pc", "pc-i440fx-7.2")
-                            else f"-machine {val}: this endpoint models the q35 machine only"
-                        )
-                    opts.machine = val
-                elif key == "smm":
-                    opts.smm = True if val == "auto" else _onoff(val, "smm")
-                elif key == "accel" and val == "qtest":
-                    opts.accel_qtest = True
-                else:
-                    raise CmdlineError(f"Property 'pc-q35-7.2-machine.{key}' not found")
+            _machine_option(value(name), opts)
+        elif name == "-cpu":
+            _cpu_option(value(name), opts)
         elif name == "-smp":
             text = value(name)
             for key, val in _props(text, name, implied="cpus").items():
@@ -179,8 +324,14 @@ def parse(argv: list[str], warn: list[str] | None = None) -> Options:
             opts.ram_mb = _ram_mb(value(name))
         elif name == "-qtest":
             opts.qtest = _chardev(value(name), name)
+        elif name == "-qtest-log":
+            opts.qtest_log = value(name)
         elif name == "-qmp":
             opts.qmp.append(_chardev(value(name), name))
+        elif name == "-chardev":
+            _chardev_option(value(name), opts)
+        elif name == "-mon":
+            _mon_option(value(name), opts)
         elif name == "-accel":
             text = value(name)
             if text.split(",")[0] != "qtest":
@@ -221,7 +372,8 @@ def _global(spec: str, opts: Options) -> None:
 
 
 def _topology(opts: Options, smp: dict[str, str], warn: list[str]) -> None:
-    """QEMU 7.2's smp_parse for pc-q35-7.2 (cores preferred over sockets)."""
+    """QEMU 7.2's smp_parse (hw/core/machine-smp.c): cores are preferred over sockets, except on
+    machine types before 6.2 (smp_props.prefer_sockets)."""
     get = {k: int(v) for k, v in smp.items()}
     if any(v == 0 for k, v in get.items()):
         warn.append(
@@ -229,10 +381,11 @@ def _topology(opts: Options, smp: dict[str, str], warn: list[str]) -> None:
             "CPU topology parameters must be greater than zero"
         )
         get = {k: v for k, v in get.items() if v != 0}
+    mname, cpu_max = opts.machine.name, opts.machine.cpu_max
     if any(v < 0 for v in get.values()):
         bad = get.get("cpus", get.get("maxcpus", -1))
         raise CmdlineError(
-            f"Invalid SMP CPUs {bad}. The max CPUs supported by machine 'pc-q35-7.2' is {MAX_CPUS}"
+            f"Invalid SMP CPUs {bad}. The max CPUs supported by machine '{mname}' is {cpu_max}"
         )
     if get.get("dies", 1) != 1:
         raise CmdlineError("dies not supported by this machine's CPU topology")
@@ -242,6 +395,9 @@ def _topology(opts: Options, smp: dict[str, str], warn: list[str]) -> None:
     cores = get.get("cores", 0)
     if not maxcpus:
         maxcpus = (sockets or 1) * (cores or 1) * threads
+    if opts.machine.prefer_sockets and not sockets:
+        cores = cores or 1
+        sockets = max(1, maxcpus // (cores * threads))
     if not sockets:
         sockets = 1 if not cores else max(1, maxcpus // (cores * threads))
     if not cores:
@@ -261,9 +417,9 @@ def _topology(opts: Options, smp: dict[str, str], warn: list[str]) -> None:
             f"sockets ({sockets}) * dies (1) * cores ({cores}) * threads ({threads}) == maxcpus ({maxcpus}) "
             f"< smp_cpus ({cpus})"
         )
-    if maxcpus > MAX_CPUS:
+    if maxcpus > cpu_max:
         raise CmdlineError(
-            f"Invalid SMP CPUs {maxcpus}. The max CPUs supported by machine 'pc-q35-7.2' is {MAX_CPUS}"
+            f"Invalid SMP CPUs {maxcpus}. The max CPUs supported by machine '{mname}' is {cpu_max}"
         )
     if maxcpus > 64:
         raise CmdlineError(f"this endpoint models at most 64 possible CPUs (got {maxcpus})")

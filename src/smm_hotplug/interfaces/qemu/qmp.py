@@ -1,7 +1,7 @@
 """QMP (QEMU Machine Protocol) for the commands harnesses use on CPUs, as QEMU 7.2 answers them.
 
-Commands: qmp_capabilities, query-version, query-status, query-hotpluggable-cpus,
-query-cpus-fast, device_add / device_del (driver qemu64-x86_64-cpu), quit.
+Commands: qmp_capabilities, query-version, query-status, query-machines, query-hotpluggable-cpus,
+query-cpus-fast, device_add / device_del (the CPU type of -cpu), system_reset, quit.
 Events: ACPI_DEVICE_OST, DEVICE_DELETED (QEMU 7.2 reports only the CPU's lapic child when a
 CPU is ejected), SHUTDOWN.  Messages, error classes, the order in which QEMU checks things and
 the layout of every answer follow what Debian's QEMU 7.2 prints (see README, "QEMU notes").
@@ -14,24 +14,16 @@ import time
 from typing import Any
 
 from smm_hotplug.hw import lpc
-from smm_hotplug.hw.management import CPU_DRIVER, Refused
+from smm_hotplug.hw.management import Refused
 from smm_hotplug.hw.trace import Event
-from smm_hotplug.interfaces.qemu import qjson
-from smm_hotplug.interfaces.qemu.session import QemuMachine
+from smm_hotplug.interfaces.qemu import machines, qjson
+from smm_hotplug.interfaces.qemu.session import NoMachine, QemuMachine
 
 # Dict literals follow QAPI schema order: QEMU inserts members in that order and its QDicts then
 # iterate by hash bucket, newest first within a bucket (see qjson.qdict_order).
 QEMU_VERSION = {"qemu": {"major": 7, "minor": 2, "micro": 22}, "package": "Debian 1:7.2+dfsg-7+deb12u18+b3"}
 CPU_PROPS = ("socket-id", "die-id", "core-id", "thread-id")
-OTHER_CPU_MODELS = {
-    "max-x86_64-cpu",
-    "host-x86_64-cpu",
-    "base-x86_64-cpu",
-    "kvm64-x86_64-cpu",
-    "qemu32-x86_64-cpu",
-    "Skylake-Client-x86_64-cpu",
-    "EPYC-x86_64-cpu",
-}
+CPU_TYPES = {machines.cpu_type(model) for model in machines.CPU_MODELS}
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
 INT32_MAX = (1 << 31) - 1
 
@@ -66,9 +58,10 @@ def encode(obj: Any) -> bytes:
 
 
 class QmpSession:
-    """One QMP connection: capabilities negotiated or not."""
+    """One QMP connection: capabilities negotiated or not.  ``qm`` is a NoMachine for
+    ``-machine none``, which has no CPUs to list or plug."""
 
-    def __init__(self, qm: QemuMachine, devices: DeviceTable) -> None:
+    def __init__(self, qm: QemuMachine | NoMachine, devices: DeviceTable | None) -> None:
         self.qm = qm
         self.devices = devices
         self.negotiated = False
@@ -131,11 +124,21 @@ class QmpSession:
         _only(args)
         return {"running": True, "singlestep": False, "status": "running"}
 
+    def query_machines(self, args: dict) -> list:
+        _only(args)
+        return [machines.MACHINES[name].query_entry() for name in machines.QUERY_ORDER]
+
     def query_hotpluggable_cpus(self, args: dict) -> list:
         _only(args)
+        if isinstance(self.qm, NoMachine) or self.devices is None:
+            raise _generic("The feature 'query-hotpluggable-cpus' is not enabled")
         out = []
         for slot in reversed(range(self.qm.cfg.max_cpus)):
-            entry: dict[str, Any] = {"type": CPU_DRIVER, "vcpus-count": 1, "props": self.devices.props(slot)}
+            entry: dict[str, Any] = {
+                "type": self.qm.cfg.cpu_type,
+                "vcpus-count": 1,
+                "props": self.devices.props(slot),
+            }
             if self.qm.m.cpus[slot].present:
                 entry["qom-path"] = self.devices.paths[slot]
             out.append(entry)
@@ -143,6 +146,8 @@ class QmpSession:
 
     def query_cpus_fast(self, args: dict) -> list:
         _only(args)
+        if isinstance(self.qm, NoMachine) or self.devices is None:
+            return []
         return [
             {
                 "cpu-index": slot,
@@ -167,8 +172,12 @@ class QmpSession:
         driver_name = qjson.dumps(driver).strip('"') if not isinstance(driver, str) else driver
         if driver == "x86_64-cpu":
             raise _generic("Parameter 'driver' expects a non-abstract device type")
-        if not isinstance(driver, str) or (driver != CPU_DRIVER and driver not in OTHER_CPU_MODELS):
+        if not isinstance(driver, str) or driver not in CPU_TYPES:
             raise _generic(f"'{driver_name}' is not a valid device model name")
+        if isinstance(self.qm, NoMachine) or self.devices is None:
+            if not isinstance(driver, str) or driver not in CPU_TYPES:
+                raise _generic(f"'{driver_name}' is not a valid device model name")
+            raise _generic(f"Device '{driver}' can not be hotplugged on this machine")
         if ident is not None and ident in self.devices.ids.values():
             raise _generic(f"Duplicate device ID '{ident}'")
         values: dict[str, int] = {}
@@ -185,8 +194,8 @@ class QmpSession:
                 raise _generic(f"Device '{driver}' can't go on PCIE bus")
             else:
                 raise _generic(f"Property '{driver}.{key}' not found")
-        if driver != CPU_DRIVER:
-            raise _generic(f"Invalid CPU type, expected cpu type: '{CPU_DRIVER}'")
+        if driver != self.qm.cfg.cpu_type:
+            raise _generic(f"Invalid CPU type, expected cpu type: '{self.qm.cfg.cpu_type}'")
         slot = self._slot(values)
         try:
             self.qm.plug(slot)
@@ -228,8 +237,8 @@ class QmpSession:
         ident = args["id"]
         if not isinstance(ident, str):
             raise _generic("Invalid parameter type for 'id', expected: string")
-        slot = self.devices.find(ident)
-        if slot is None:
+        slot = self.devices.find(ident) if self.devices is not None else None
+        if slot is None or isinstance(self.qm, NoMachine):
             raise QmpError("DeviceNotFound", f"Device '{ident}' not found")
         if slot == 0:
             raise _generic("Boot CPU is unpluggable")
@@ -253,6 +262,7 @@ class QmpSession:
 
 COMMANDS = {
     "query-version": QmpSession.query_version,
+    "query-machines": QmpSession.query_machines,
     "query-status": QmpSession.query_status,
     "query-hotpluggable-cpus": QmpSession.query_hotpluggable_cpus,
     "query-cpus-fast": QmpSession.query_cpus_fast,

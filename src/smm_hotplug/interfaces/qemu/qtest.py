@@ -5,8 +5,10 @@ for memory reads, ``FAIL …``.  Words are split on single spaces as QEMU splits
 are parsed with base 0 (decimal, 0x…, 0…), may carry a sign and wrap modulo 2^64.  The quirks of
 ``write`` (the hex string is not checked) and ``b64write`` (the decode buffer is written as is)
 are reproduced.  Where QEMU asserts on a malformed line and aborts — an empty line, a missing or
-non-numeric argument, a port above 0xffff, a zero-length ``read`` — this endpoint answers
-``FAIL`` and the session goes on.  IRQ level changes on intercepted IOAPIC pins are reported as
+non-numeric argument, a port above 0xffff, a zero-length ``read``, a memory access on
+``-machine none`` — this endpoint answers ``FAIL`` and the session goes on.  Lines are bytes as
+QEMU sees them (handled as Latin-1 text, so every byte comes back as it was sent), and the work
+for a line is linear in its length.  IRQ level changes on intercepted IOAPIC pins are reported as
 ``IRQ raise N`` / ``IRQ lower N`` before the answer of the command that caused them.
 """
 
@@ -14,9 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+import sys
+import time
+from typing import IO
 
 from smm_hotplug.hw.apic import SCI_IRQ
-from smm_hotplug.interfaces.qemu.session import QemuMachine
+from smm_hotplug.interfaces.qemu.session import NoAddressSpace, NoMachine, QemuMachine
 
 MASK64 = (1 << 64) - 1
 IOAPIC_PINS = 24
@@ -24,8 +30,10 @@ IOAPIC_PINS = 24
 IOAPIC_PATHS = {"ioapic", "/machine/q35/ioapic"}
 
 
-def _known_device(path: str, qm: QemuMachine) -> str | None:
+def _known_device(path: str, qm: QemuMachine | NoMachine) -> str | None:
     """A canonical name for what object_resolve_path() would find, or None."""
+    if isinstance(qm, NoMachine):
+        return None
     if path in IOAPIC_PATHS:
         return "ioapic"
     if path in ("/machine/q35", "q35"):
@@ -77,19 +85,18 @@ def _hex2nib(ch: str) -> int:
     return -1
 
 
-_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_B64 = re.compile(r"[^A-Za-z0-9+/]")
+# _hex2nib over a whole string at once: a high and a low nibble table, where a character that is
+# not a hex digit gives -1, i.e. 0xf0 as a high nibble and 0xff (everything) as a low one.
+_HEX = "0123456789abcdefABCDEF"
+_HI = bytes((_hex2nib(chr(c)) << 4) & 0xFF if chr(c) in _HEX else 0xF0 for c in range(256))
+_LO = bytes(_hex2nib(chr(c)) if chr(c) in _HEX else 0xFF for c in range(256))
 
 
 def _glib_b64decode(text: str) -> bytes:
     """Lenient like g_base64_decode: skip characters outside the alphabet, stop at '='."""
-    chars = []
-    for ch in text:
-        if ch == "=":
-            break
-        if ch in _B64:
-            chars.append(ch)
-    usable = len(chars) - (len(chars) % 4 == 1)
-    body = "".join(chars[:usable])
+    body = _NOT_B64.sub("", text.split("=", 1)[0])
+    body = body[: len(body) - (len(body) % 4 == 1)]
     body += "=" * (-len(body) % 4)
     try:
         return base64.b64decode(body) if body else b""
@@ -98,7 +105,7 @@ def _glib_b64decode(text: str) -> bytes:
 
 
 class QtestSession:
-    def __init__(self, qm: QemuMachine, accel_qtest: bool = False) -> None:
+    def __init__(self, qm: QemuMachine | NoMachine, accel_qtest: bool = False) -> None:
         self.qm = qm
         self.accel_qtest = accel_qtest  # clock_* exist only with QEMU's qtest accelerator
         self.intercepted: str | None = None
@@ -129,6 +136,8 @@ class QtestSession:
         try:
             answer = self._dispatch(words)
         except QtestError as err:
+            answer = f"FAIL {err}"
+        except NoAddressSpace as err:
             answer = f"FAIL {err}"
         return [*self.poll_irqs(), answer]
 
@@ -220,12 +229,13 @@ class QtestSession:
         if len(data) < 3:
             return "ERR invalid argument size"
         size = self._limit(size)
-        blob = bytearray(size)
-        for i in range(size):
-            if 2 * i + 4 <= len(data):  # QEMU skips the first two characters, checked or not
-                hi, lo = _hex2nib(data[2 * i + 2]), _hex2nib(data[2 * i + 3])
-                blob[i] = ((hi << 4) | lo) & 0xFF
-        self.qm.write_bytes(addr, bytes(blob))
+        # QEMU skips the first two characters, checked or not, and reads pairs while they last.
+        pairs = min(size, max(0, (len(data) - 2) // 2))
+        hexpart = data[2 : 2 + 2 * pairs].encode("latin-1", errors="replace")
+        high = int.from_bytes(hexpart[0::2].translate(_HI), "big")
+        low = int.from_bytes(hexpart[1::2].translate(_LO), "big")
+        blob = (high | low).to_bytes(pairs, "big") + bytes(size - pairs)
+        self.qm.write_bytes(addr, blob)
         return "OK"
 
     def _b64write(self, a: str | None, s: str | None, text: str | None) -> str:
@@ -234,7 +244,7 @@ class QtestSession:
             raise QtestError("missing data")
         # g_base64_decode_inplace: the decoded bytes overwrite the start of the text buffer
         # (NUL-terminated); QEMU then writes LEN bytes of that buffer.
-        raw = bytearray(text.encode()) + b"\0"
+        raw = bytearray(text.encode("latin-1", errors="replace")) + b"\0"
         decoded = _glib_b64decode(text)
         raw[: len(decoded)] = decoded
         size = self._limit(size)
@@ -246,3 +256,42 @@ class QtestSession:
         if size > 1 << 24:
             raise QtestError(f"size {size} too large for this endpoint")
         return size
+
+
+class QtestLog:
+    """-qtest-log (softmmu/qtest.c): "[R +t] line" received, "[S +t] answer" sent, "[I t] OPENED"
+    and "[I +t] CLOSED", t in seconds since the channel opened.  Default: standard error."""
+
+    def __init__(self, target: str | None) -> None:
+        self.file: IO[str] | None
+        if target is None:
+            self.file = sys.stderr
+        elif target == "none":
+            self.file = None
+        else:
+            self.file = open(target, "w+", encoding="latin-1")  # noqa: SIM115 - lives as long as the process
+        self.start = time.monotonic()
+        self.opened = False
+
+    def _t(self) -> float:
+        return time.monotonic() - self.start
+
+    def _write(self, text: str) -> None:
+        if self.file is not None:
+            self.file.write(text)
+            self.file.flush()
+
+    def opened_now(self) -> None:
+        self.start, self.opened = time.monotonic(), True
+        self._write(f"[I {self._t():.6f}] OPENED\n")
+
+    def closed_now(self) -> None:
+        self.opened = False
+        self._write(f"[I +{self._t():.6f}] CLOSED\n")
+
+    def received(self, line: str) -> None:
+        self._write(f"[R +{self._t():.6f}] {line}\n")
+
+    def sent(self, answer: str) -> None:
+        if self.opened:
+            self._write(f"[S +{self._t():.6f}] {answer}\n")

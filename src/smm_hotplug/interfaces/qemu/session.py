@@ -151,3 +151,38 @@ class QemuMachine:
     def take_events(self) -> list[Event]:
         out, self.events = self.events, []
         return out
+
+
+class NoAddressSpace(Exception):
+    """A memory access on a machine without CPUs."""
+
+
+class NoMachine:
+    """``-machine none``: no devices, no RAM, no CPU, so nothing of the model exists.
+
+    Ports read all-ones and ignore writes (QEMU's unassigned I/O); qtest memory accesses have no
+    CPU address space to go through (QEMU 7.2 crashes on them; the endpoint refuses them)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def io_read(self, port: int, size: int) -> int:
+        return (1 << (8 * size)) - 1
+
+    def io_write(self, port: int, size: int, value: int) -> None:
+        return None
+
+    def _memory(self, *_: object) -> None:
+        raise NoAddressSpace("machine none has no CPU and no memory")
+
+    read = read_bytes = write = write_bytes = memset = _memory
+
+    def sci_level(self) -> bool:
+        return False
+
+    def system_reset(self) -> None:
+        return None
+
+    def take_events(self) -> list[Event]:
+        out, self.events = self.events, []
+        return out
