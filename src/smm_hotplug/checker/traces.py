@@ -10,6 +10,7 @@ from typing import Any
 from smm_hotplug.adversaries.catalog import resolve
 from smm_hotplug.designs.catalog import get_design, with_options
 from smm_hotplug.errors import UsageError
+from smm_hotplug.hw.config import Topology
 from smm_hotplug.world import Scenario, System, make_system
 
 FORMAT = "smm-hotplug-trace/1"
@@ -54,6 +55,7 @@ def save(path: Path, setup: CheckSetup, result: dict) -> None:
             "max_cpus": setup.scenario.max_cpus,
             "plug": setup.scenario.plug,
             "unplug": setup.scenario.unplug,
+            **({"topology": setup.scenario.topology._asdict()} if setup.scenario.topology else {}),
         },
         "attacks": list(setup.attacks),
         **{k: result[k] for k in ("verdict", "property", "detail", "trace")},
@@ -79,7 +81,13 @@ def load(path: str) -> tuple[CheckSetup, list[tuple[str, int]]]:
         opts = doc.get("options", {})
         setup = CheckSetup(
             design=str(doc["design"]),
-            scenario=Scenario(int(sc["boot_cpus"]), int(sc["max_cpus"]), int(sc["plug"]), int(sc["unplug"])),
+            scenario=Scenario(
+                int(sc["boot_cpus"]),
+                int(sc["max_cpus"]),
+                int(sc["plug"]),
+                int(sc["unplug"]),
+                _topology(sc.get("topology")),
+            ),
             attacks=tuple(str(a) for a in doc.get("attacks", [])),
             init_in_smm=opts.get("init_in_smm"),
             vmm_keeps_smbase=opts.get("vmm_keeps_smbase"),
@@ -92,3 +100,12 @@ def load(path: str) -> tuple[CheckSetup, list[tuple[str, int]]]:
     except (KeyError, TypeError, ValueError) as err:
         raise UsageError(f"trace file {path} is malformed: {err}") from None
     return setup, schedule
+
+
+def _topology(doc: Any) -> Topology | None:
+    """A saved -smp topology (absent: QEMU's default for the CPU counts)."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict) or set(doc) != set(Topology._fields):
+        raise ValueError(f"topology must have exactly {', '.join(Topology._fields)}")
+    return Topology(**{k: int(v) for k, v in doc.items()})

@@ -9,12 +9,14 @@ from smm_hotplug.errors import UsageError
 from smm_hotplug.hw.config import (
     DEFAULT_EXT_TSEG_MB,
     DEFAULT_RAM_MB,
+    MODEL_MAX_CPUS,
+    SMP_KEYS,
     HardwareFeatures,
     PlatformConfig,
+    Topology,
     platform_config,
+    smp_config,
 )
-
-MAX_CPUS = 288  # q35's max_cpus in QEMU 7.2
 
 
 class CmdlineError(UsageError):
@@ -41,9 +43,7 @@ class Options:
     smm: bool = True
     cpus: int = 1
     maxcpus: int | None = None
-    sockets: int | None = None
-    cores: int | None = None
-    threads: int | None = None
+    topology: Topology | None = None
     ram_mb: int = DEFAULT_RAM_MB
     ext_tseg_mb: int = DEFAULT_EXT_TSEG_MB
     qtest: Chardev | None = None
@@ -61,9 +61,7 @@ class Options:
             ext_tseg_mb=self.ext_tseg_mb,
             smm=self.smm,
             hw=HardwareFeatures(),
-            sockets=self.sockets,
-            cores=self.cores,
-            threads=self.threads,
+            topology=self.topology,
         )
 
 
@@ -170,7 +168,7 @@ def parse(argv: list[str], warn: list[str] | None = None) -> Options:
         elif name == "-smp":
             text = value(name)
             for key, val in _props(text, name, implied="cpus").items():
-                if key not in ("cpus", "maxcpus", "sockets", "dies", "cores", "threads"):
+                if key not in SMP_KEYS:
                     raise CmdlineError(f"Parameter 'smp.{key}' is unexpected")
                 if not re.fullmatch(r"-?\d+", val):
                     raise CmdlineError(f"Parameter 'smp.{key}' expects integer")
@@ -221,50 +219,11 @@ def _global(spec: str, opts: Options) -> None:
 
 
 def _topology(opts: Options, smp: dict[str, str], warn: list[str]) -> None:
-    """QEMU 7.2's smp_parse for pc-q35-7.2 (cores preferred over sockets)."""
-    get = {k: int(v) for k, v in smp.items()}
-    if any(v == 0 for k, v in get.items()):
-        warn.append(
-            "warning: Deprecated CPU topology (considered invalid): "
-            "CPU topology parameters must be greater than zero"
-        )
-        get = {k: v for k, v in get.items() if v != 0}
-    if any(v < 0 for v in get.values()):
-        bad = get.get("cpus", get.get("maxcpus", -1))
-        raise CmdlineError(
-            f"Invalid SMP CPUs {bad}. The max CPUs supported by machine 'pc-q35-7.2' is {MAX_CPUS}"
-        )
-    if get.get("dies", 1) != 1:
-        raise CmdlineError("dies not supported by this machine's CPU topology")
-    cpus, maxcpus = get.get("cpus", 0), get.get("maxcpus", 0)
-    maxcpus = maxcpus or cpus
-    sockets, threads = get.get("sockets", 0), get.get("threads", 1)
-    cores = get.get("cores", 0)
-    if not maxcpus:
-        maxcpus = (sockets or 1) * (cores or 1) * threads
-    if not sockets:
-        sockets = 1 if not cores else max(1, maxcpus // (cores * threads))
-    if not cores:
-        cores = max(1, maxcpus // (sockets * threads))
-    if not get.get("maxcpus"):
-        maxcpus = sockets * cores * threads if (get.get("sockets") and get.get("cores")) else maxcpus
-    cpus = cpus or maxcpus
-    product = sockets * cores * threads
-    if product != maxcpus:
-        raise CmdlineError(
-            "Invalid CPU topology: product of the hierarchy must match maxcpus: "
-            f"sockets ({sockets}) * dies (1) * cores ({cores}) * threads ({threads}) != maxcpus ({maxcpus})"
-        )
-    if maxcpus < cpus:
-        raise CmdlineError(
-            "Invalid CPU topology: maxcpus must be equal to or greater than smp: "
-            f"sockets ({sockets}) * dies (1) * cores ({cores}) * threads ({threads}) == maxcpus ({maxcpus}) "
-            f"< smp_cpus ({cpus})"
-        )
-    if maxcpus > MAX_CPUS:
-        raise CmdlineError(
-            f"Invalid SMP CPUs {maxcpus}. The max CPUs supported by machine 'pc-q35-7.2' is {MAX_CPUS}"
-        )
-    if maxcpus > 64:
-        raise CmdlineError(f"this endpoint models at most 64 possible CPUs (got {maxcpus})")
-    opts.cpus, opts.maxcpus, opts.sockets, opts.cores, opts.threads = cpus, maxcpus, sockets, cores, threads
+    """QEMU 7.2's -smp completion and checks for pc-q35-7.2 (hw.config.smp_config)."""
+    try:
+        cpus, maxcpus, topology = smp_config({k: int(v) for k, v in smp.items()}, warn)
+    except UsageError as err:
+        raise CmdlineError(str(err)) from None
+    if maxcpus > MODEL_MAX_CPUS:
+        raise CmdlineError(f"this endpoint models at most {MODEL_MAX_CPUS} possible CPUs (got {maxcpus})")
+    opts.cpus, opts.maxcpus, opts.topology = cpus, maxcpus, topology
