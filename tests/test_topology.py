@@ -281,3 +281,19 @@ def test_cli_refuses_a_bad_smp_in_one_line(args, message):
     for command in ("simulate", "check", "matrix"):
         out = run_cli(command, *args)
         assert out.returncode == 2 and message in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+
+
+def test_the_checker_on_a_sparse_topology():
+    """Adversaries name CPUs by APIC ID too: the shipped design holds against an OS that starts
+    a hot-added CPU early, and the SDM method falls with the victim named by its APIC ID."""
+    from smm_hotplug.checker.run import run_check
+    from smm_hotplug.checker.traces import CheckSetup
+
+    scenario = Scenario.from_smp(parse_smp("1,maxcpus=6,sockets=2,cores=3"), plug=1, unplug=0)
+    held = run_check(CheckSetup("smram-default-smbase", scenario, ("os-early-init-sipi",)))
+    assert held.verdict == "holds" and held.cases["started-cpu-at-gate"] is not None
+    res = run_check(CheckSetup("sdm", scenario, ("os-code-at-default-smbase",)))
+    assert (res.verdict, res.prop) == ("violated", "smm-code-integrity")
+    slot = next(t.choice for t in res.trace if t.actor == "mgmt")
+    apic = scenario.topology.apic_id(slot)
+    assert any(f"relocating APIC ID {apic} " in t.text for t in res.trace)
