@@ -1,6 +1,6 @@
 """Benchmarks: print the figures the project's speed and memory targets are judged by.
 
-    python bench/run.py            # everything (several minutes on 2 cores)
+    python bench/run.py            # everything (~15 min on 2 cores, 1.6 GiB for the 4 + 4 benign run)
     python bench/run.py --quick    # the small figures only
     python bench/run.py --default-all 0   # also shipped × all, default config, until the memory limit
                                           # (~95 min, ~20 GiB on a 24 GiB machine)

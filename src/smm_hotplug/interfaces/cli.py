@@ -44,8 +44,12 @@ def scenario_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "(pc-q35-7.2 fills in and checks the rest; APIC IDs follow the topology).  "
             "Default: cpus=2,maxcpus=4.",
         ),
-        click.option("--boot-cpus", type=int, default=None, help="CPUs present at power-on (--smp cpus=N)."),
-        click.option("--max-cpus", type=int, default=None, help="Possible CPUs (--smp maxcpus=M)."),
+        click.option(
+            "--boot-cpus", type=int, default=None, help="CPUs present at power-on (--smp cpus=N; default 2)."
+        ),
+        click.option(
+            "--max-cpus", type=int, default=None, help="Possible CPUs (--smp maxcpus=M; default 4)."
+        ),
         click.option("--plug", type=int, default=2, show_default=True, help="CPUs to hot-add."),
         click.option(
             "--unplug", type=int, default=1, show_default=True, help="CPUs to hot-remove afterwards."
@@ -272,7 +276,8 @@ def simulate(
     html_out: Path | None,
     **opts: Any,
 ) -> None:
-    """Boot, hot-add --plug CPUs, hot-remove --unplug of them; print the timeline and a summary."""
+    """Boot, hot-add --plug CPUs, hot-remove --unplug (the operator's slots, like every other
+    choice, drawn from --seed); print the timeline and a summary."""
     from smm_hotplug.checker.traces import load
     from smm_hotplug.report.text import render_summary, render_timeline, simulation_json
     from smm_hotplug.simulator import simulate as run
