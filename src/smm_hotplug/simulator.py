@@ -9,6 +9,7 @@ actor can move (deadlock), or at the step limit.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from smm_hotplug.firmware import layout as FW
@@ -16,7 +17,7 @@ from smm_hotplug.guest import kernel
 from smm_hotplug.hw.cpu import MODE_NAMES
 from smm_hotplug.hw.trace import Event, Violation
 from smm_hotplug.invariants import PROPERTIES, firmware_table
-from smm_hotplug.world import System, World
+from smm_hotplug.world import UNPLUG, System, World
 
 DEFAULT_STEP_LIMIT = 50_000
 
@@ -110,14 +111,28 @@ def _incomplete(res: SimResult) -> str:
     return f"the scenario did not complete within {len(res.steps)} steps"
 
 
+# An operator's policy: given its next action (world.PLUG, UNPLUG, REPLUG) and the slots it could
+# act on, the slot it picks.
+Operator = Callable[[str, list[int]], int]
+
+
+def fixed_operator(kind: str, slots: list[int]) -> int:
+    """Plug into the lowest free slot, remove the highest present CPU (the operator of the
+    model's earlier versions; a script that always uses the same slots)."""
+    return max(slots) if kind == UNPLUG else min(slots)
+
+
 def simulate(
     system: System,
     seed: int = 0,
     detail: bool = False,
     step_limit: int = DEFAULT_STEP_LIMIT,
     schedule: list[tuple[str, int]] | None = None,
+    operator: Operator | None = None,
 ) -> SimResult:
-    """Run one schedule: random from ``seed``, or the given (actor, choice) list."""
+    """Run one schedule: random from ``seed``, or the given (actor, choice) list.  ``operator``
+    picks the slot whenever the random schedule has the operator act (default: drawn from the
+    seed like every other choice); the schedule's timing is the seed's either way."""
     rng = random.Random(seed)
     w = system.initial()
     steps: list[StepRecord] = []
@@ -136,6 +151,9 @@ def simulate(
             break
         if schedule is None:
             mv = rng.choice(moves)
+            if operator is not None and mv.actor == "mgmt":
+                options = {m.choice: m for m in moves if m.actor == "mgmt"}
+                mv = options[operator(system.script[w.done], sorted(options))]
         else:
             actor, choice = schedule[i]
             matching = [m for m in moves if m.actor == actor and m.choice == choice]

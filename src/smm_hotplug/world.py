@@ -18,7 +18,7 @@ from smm_hotplug.errors import UsageError
 from smm_hotplug.firmware.image import RESET_PC, flash
 from smm_hotplug.guest import kernel
 from smm_hotplug.hw import lpc, management
-from smm_hotplug.hw.config import PlatformConfig, platform_config
+from smm_hotplug.hw.config import PlatformConfig, Smp, Topology, platform_config
 from smm_hotplug.hw.cpu import HALTED
 from smm_hotplug.hw.platform import Platform
 from smm_hotplug.hw.state import Machine
@@ -55,17 +55,32 @@ class Actor(Protocol):
 
 class Move(NamedTuple):
     actor: str  # "cpu3", "mgmt", "adv:<id>"
-    choice: int  # which of the actor's options (0 for CPUs and management)
+    choice: int  # which of the actor's options: 0 for CPUs, the slot for management
     world: World
     log: Log
 
 
 @dataclass(frozen=True)
 class Scenario:
+    """What the operator does: boot ``boot_cpus`` of ``max_cpus`` possible CPUs, laid out as
+    ``topology`` (None: QEMU's default for ``-smp boot_cpus,maxcpus=max_cpus``, one socket of
+    ``max_cpus`` cores), hot-add ``plug`` CPUs, then hot-remove ``unplug``."""
+
     boot_cpus: int = 2
     max_cpus: int = 4
     plug: int = 2
     unplug: int = 1
+    topology: Topology | None = None
+
+    @classmethod
+    def from_smp(cls, smp: Smp, plug: int, unplug: int) -> Scenario:
+        return cls(smp.cpus, smp.maxcpus, plug, unplug, smp.topology)
+
+    @property
+    def smp(self) -> str:
+        """The scenario as QEMU's -smp option."""
+        spec = f"cpus={self.boot_cpus},maxcpus={self.max_cpus}"
+        return spec if self.topology is None else f"{spec},{self.topology.spec()}"
 
     def validate(self) -> None:
         for name in ("boot_cpus", "max_cpus", "plug", "unplug"):
@@ -106,7 +121,9 @@ class System:
     def __post_init__(self) -> None:
         sc = self.scenario
         sc.validate()
-        cfg: PlatformConfig = platform_config(sc.boot_cpus, sc.max_cpus, hw=self.design.hw)
+        cfg: PlatformConfig = platform_config(
+            sc.boot_cpus, sc.max_cpus, hw=self.design.hw, topology=sc.topology
+        )
         plat = Platform(
             cfg=cfg,
             rom=flash(),
@@ -160,47 +177,51 @@ class System:
         return w.done >= len(self.script) and self.settled(w)
 
     # -- management ----------------------------------------------------------------------------
-    def _mgmt_target(self, w: World, kind: str) -> int | None:
+    def mgmt_targets(self, w: World, kind: str) -> list[int]:
+        """The slots the operator may pick for its next action, lowest first: device_add into any
+        free slot, device_del of any present CPU but the boot CPU that it has not already asked
+        to remove; a re-plug goes into the slot of the last CPU removed, once it is empty."""
         m = w.m
         if kind == PLUG:
-            free = [s for s, c in enumerate(m.cpus) if not c.present and s not in w.unplugged]
-            return free[0] if free else None
+            return [s for s, c in enumerate(m.cpus) if not c.present and s not in w.unplugged]
         if kind == UNPLUG:
-            present = [s for s, c in enumerate(m.cpus) if c.present and s != 0 and s not in w.unplugged]
-            return present[-1] if present else None
+            return [s for s, c in enumerate(m.cpus) if c.present and s != 0 and s not in w.unplugged]
         if kind == REPLUG:
             last = w.unplugged[-1] if w.unplugged else None
-            return last if last is not None and not m.cpus[last].present else None
-        return None
+            return [last] if last is not None and not m.cpus[last].present else []
+        return []
 
-    def mgmt_move(self, w: World, log: Log) -> World | None:
+    def mgmt_moves(self, w: World, mk: Callable[[], Log]) -> Iterator[tuple[int, World, Log]]:
+        """The operator's next action, one per choice of slot: (slot, world after, log)."""
         if w.done >= len(self.script):
-            return None
+            return
         kind = self.script[w.done]
         if kind == REMOVE_SPARES:
             if not self.os_up(w) and not self._firmware_done(w):
-                return None
+                return
+            log = mk()
             m = w.m
             for s in range(self.scenario.boot_cpus, self.cfg.max_cpus):
                 if m.cpus[s].present:
                     m = management.remove_now(self.plat, m, s, log)
-            return w._replace(m=m, done=w.done + 1)
+            yield 0, w._replace(m=m, done=w.done + 1), log
+            return
         if not self.os_up(w):
-            return None
+            return
         if kind in self.wait_before and not self.settled(w):
-            return None
-        slot = self._mgmt_target(w, kind)
-        if slot is None:
-            return None
-        try:
-            if kind in (PLUG, REPLUG):
-                m = management.plug(self.plat, w.m, slot, log)
-                return w._replace(m=m, done=w.done + 1)
-            m = management.unplug_request(self.plat, w.m, slot, log)
-            return w._replace(m=m, done=w.done + 1, unplugged=(*w.unplugged, slot))
-        except management.Refused as err:
-            log.add("mgmt", "mgmt", f"{kind} of cpu{slot} refused: {err}")
-            return w._replace(done=w.done + 1)
+            return
+        for slot in self.mgmt_targets(w, kind):
+            log = mk()
+            try:
+                if kind in (PLUG, REPLUG):
+                    m = management.plug(self.plat, w.m, slot, log)
+                    yield slot, w._replace(m=m, done=w.done + 1), log
+                else:
+                    m = management.unplug_request(self.plat, w.m, slot, log)
+                    yield slot, w._replace(m=m, done=w.done + 1, unplugged=(*w.unplugged, slot)), log
+            except management.Refused as err:
+                log.add("mgmt", "mgmt", f"{kind} of cpu{slot} refused: {err}")
+                yield slot, w._replace(done=w.done + 1), log
 
     def _firmware_done(self, w: World) -> bool:
         bsp = w.m.cpus[0]
@@ -218,10 +239,8 @@ class System:
             if m2 is None or (m2 == w.m and not log.violations):
                 continue
             yield Move(f"cpu{slot}", 0, World(m2, w.done, w.budgets, w.unplugged), log)
-        log = mk()
-        w2 = self.mgmt_move(w, log)
-        if w2 is not None:
-            yield Move("mgmt", 0, w2, log)
+        for slot, w2, log in self.mgmt_moves(w, mk):
+            yield Move("mgmt", slot, w2, log)
         for i, adv in enumerate(self.adversaries):
             if w.budgets[i] <= 0:
                 continue

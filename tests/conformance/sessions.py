@@ -379,6 +379,39 @@ def qmp_topology(r: Recorder) -> None:
     r.qmp("query-cpus-fast")
 
 
+def sparse_topology(r: Recorder) -> None:
+    """Two sockets of two dies of three cores: APIC IDs 0-2, 4-6, 8-10, 12-14.  The legacy
+    bitmap is by APIC ID, the modern block's selector is the CPU index and its GET_ARCH_ID
+    answers the APIC ID; fw_cfg's max-cpus is one above the highest APIC ID."""
+    r.qmp("query-hotpluggable-cpus")
+    for line in ("outw 0x510 0xf", "inb 0x511", "inb 0x511", "outw 0x510 0x5", "inb 0x511"):
+        r.q(line)
+    cpu = {"driver": "qemu64-x86_64-cpu"}
+    r.qmp("device_add", **cpu, id="c5", **{"socket-id": 0, "die-id": 1, "core-id": 2, "thread-id": 0})
+    for bad in (
+        {"socket-id": 1, "core-id": 0, "thread-id": 0},
+        {"socket-id": 1, "die-id": 2, "core-id": 0, "thread-id": 0},
+        {"socket-id": 2, "die-id": 0, "core-id": 0, "thread-id": 0},
+        {"socket-id": 1, "die-id": 0, "core-id": 3, "thread-id": 0},
+        {"apic-id": 3},
+        {"apic-id": 14},
+    ):
+        r.qmp("device_add", **cpu, id="bad", **bad)
+    r.qmp("device_add", **cpu, id="c7", **{"apic-id": 9})
+    for line in ("inb 0xcd8", "inb 0xcd9", "outb 0xcd8 0x0"):
+        r.q(line)
+    for sel in (0, 5, 7, 11, 12):
+        r.q(f"outl 0xcd8 0x{sel:x}")
+        r.q("outb 0xcdd 0x3")
+        r.q("inl 0xce0")
+        r.q("inb 0xcdc")
+    r.q("outl 0xcd8 0x0")
+    r.q("outb 0xcdd 0x0")
+    r.q("inl 0xce0")
+    r.qmp("query-hotpluggable-cpus")
+    r.qmp("query-cpus-fast")
+
+
 def qtest_formats(r: Recorder) -> None:
     for line in (
         "outb 0x80 0x1",
@@ -655,6 +688,10 @@ SESSIONS: dict[str, tuple[list[str], Callable[[Recorder], None]]] = {
     "qmp_topology": (
         ["-machine", "q35,smm=on", "-smp", "1,sockets=2,cores=1,threads=2,maxcpus=4"],
         qmp_topology,
+    ),
+    "sparse_topology": (
+        ["-machine", "q35,smm=on", "-smp", "1,maxcpus=12,sockets=2,dies=2,cores=3"],
+        sparse_topology,
     ),
     "qtest_formats": (SMP4, qtest_formats),
     "irq_lines": (SMP4, irq_lines),

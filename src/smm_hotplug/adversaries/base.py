@@ -4,8 +4,9 @@ any point where that party could act.
 * OS adversaries act from a CPU that is running the OS (outside SMM) — the OS cannot act while
   all of its CPUs are held in SMM, which is what broadcast SMIs buy.
 * DMA adversaries act through the DMA view once the OS has enabled bus mastering (the OS is up).
-* Timing adversaries do not act themselves: they take away the benign operator's patience
-  (plug or unplug without waiting for the guest to settle, re-plug a freed slot).
+* Timing adversaries are the operator: they take away its patience (plug or unplug without
+  waiting for the guest to settle, re-plug a freed slot at once) or, ``migration``, let it
+  live-migrate the VM at any moment.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Adversary:
     # property (OVMF: "at worst the OS fools the monarch into waiting forever"); one that may
     # INIT CPUs can keep any plug from completing.
     waives: frozenset[str] = frozenset()
+    # Part of `all`, every adversary at once (see the README for why `migration` is not).
+    in_all: bool = True
 
     def actions(self, system: System, w: World) -> list[tuple[str, Action]]:
         """(description, action) pairs available in ``w``; overridden by concrete adversaries."""

@@ -268,6 +268,20 @@ class Timing(Adversary):
     replug: bool = False
 
 
+@dataclass(frozen=True)
+class Migration(Adversary):
+    """The operator live-migrates the VM at any moment, as QEMU 7.2 does it (hw.migration)."""
+
+    def can_act(self, system, w):
+        return True
+
+    def actions(self, system, w):
+        def migrate(system, w, log):
+            return system.plat.migrate(w.m, log, f"adv:{self.id}")
+
+        return [("the operator live-migrates the VM to another host (QEMU 7.2)", migrate)]
+
+
 def _catalog() -> dict[str, Adversary]:
     advs: list[Adversary] = [
         CodeAtDefaultSmbase(
@@ -319,12 +333,22 @@ def _catalog() -> dict[str, Adversary]:
             budget=0,
             waits_removed=frozenset({"unplug"}),
         ),
-        Timing("replug-same-slot", "a removed CPU's slot is plugged again", TIMING, budget=0, replug=True),
+        Timing(
+            "replug-same-slot",
+            "a removed CPU's slot is plugged again as soon as it is empty, its old events maybe pending",
+            TIMING,
+            budget=0,
+            waits_removed=frozenset({"replug"}),
+            replug=True,
+        ),
         InitInSmm(
             "os-init-in-smm",
             "INIT IPIs to CPUs in SMM that the OS does not run (harmless where INIT is held until RSM)",
             OS,
             waives=frozenset({"hotplug-completes"}),
+        ),
+        Migration(
+            "migration", "the operator live-migrates the VM at any moment (QEMU 7.2)", TIMING, in_all=False
         ),
     ]
     return {a.id: a for a in advs}
@@ -339,7 +363,7 @@ def resolve(ids: list[str] | tuple[str, ...]) -> tuple[Adversary, ...]:
     for aid in ids:
         if aid == ALL:
             for a in ADVERSARIES.values():
-                if a not in out:
+                if a.in_all and a not in out:
                     out.append(a)
             continue
         if aid not in ADVERSARIES:

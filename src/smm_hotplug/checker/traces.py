@@ -30,6 +30,7 @@ from smm_hotplug.checker.model_id import model_digest, tool_version
 from smm_hotplug.designs.catalog import get_design, with_options
 from smm_hotplug.errors import UsageError
 from smm_hotplug.firmware.options import DEFAULT_FIRMWARE, FIRMWARE_VERSIONS
+from smm_hotplug.hw.config import Topology
 from smm_hotplug.world import Scenario, System, World, make_system
 
 FORMAT = "smm-hotplug-trace/2"
@@ -83,11 +84,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TopologyModel(_Strict):
+    sockets: Count
+    dies: Count
+    cores: Count
+    threads: Count
+
+
 class ScenarioModel(_Strict):
     boot_cpus: Count
     max_cpus: Count
     plug: Count
     unplug: Count
+    topology: TopologyModel | None = None  # absent: QEMU's default for the CPU counts
 
 
 class OptionsModel(_Strict):
@@ -165,6 +174,7 @@ def trace_document(setup: CheckSetup, result: Any, case: str | None = None) -> d
             "max_cpus": sc.max_cpus,
             "plug": sc.plug,
             "unplug": sc.unplug,
+            **({"topology": sc.topology._asdict()} if sc.topology else {}),
         },
         "attacks": list(setup.attacks),
         "judged": list(result.judged),
@@ -237,7 +247,13 @@ def replay(path: str, detail: bool = False) -> Replay:
     opts = rec.options
     setup = CheckSetup(
         design=rec.design,
-        scenario=Scenario(sc.boot_cpus, sc.max_cpus, sc.plug, sc.unplug),
+        scenario=Scenario(
+            sc.boot_cpus,
+            sc.max_cpus,
+            sc.plug,
+            sc.unplug,
+            None if sc.topology is None else Topology(**sc.topology.model_dump()),
+        ),
         attacks=tuple(rec.attacks),
         init_in_smm=opts.init_in_smm,
         vmm_keeps_smbase=opts.vmm_keeps_smbase,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 from smm_hotplug.errors import UsageError
 
@@ -30,61 +31,188 @@ def _bits_for(count: int) -> int:
     return max(0, (count - 1).bit_length())
 
 
-@dataclass(frozen=True)
-class Topology:
-    """-smp topology.  CPU index i = socket*cores*threads + core*threads + thread."""
+# QEMU 7.2 pc-q35-7.2: at most 288 possible CPUs (pc_q35_machine_options); APIC IDs at or above
+# 255 need KVM's in-kernel irqchip with the X2APIC API (x86_cpus_init), which the model has not.
+MACHINE_MAX_CPUS = 288
+MACHINE_NAME = "pc-q35-7.2"
+APIC_ID_LIMIT = 255
+MODEL_MAX_CPUS = 64  # what the model (firmware tables, bit masks) is built for
 
-    sockets: int
-    cores: int
-    threads: int
+
+class Topology(NamedTuple):
+    """An -smp topology: sockets × dies × cores × threads possible CPUs.
+
+    A CPU's *index* is its place in QEMU's possible-CPU list (x86_possible_cpu_arch_ids): the
+    ``cpu-index`` of query-cpus-fast and the selector of the ACPI CPU hotplug block.  Its APIC
+    ID packs (socket, die, core, thread) into bit fields each as wide as its count needs
+    (include/hw/i386/topology.h), so with counts that are not powers of two APIC IDs are sparse.
+    """
+
+    sockets: int = 1
+    dies: int = 1
+    cores: int = 1
+    threads: int = 1
 
     @property
     def slots(self) -> int:
-        return self.sockets * self.cores * self.threads
+        return self.sockets * self.dies * self.cores * self.threads
 
-    def ids(self, index: int) -> tuple[int, int, int]:
-        """(socket-id, core-id, thread-id) of CPU slot ``index``."""
+    def _widths(self) -> tuple[int, int, int]:
+        """(thread, core, die) field widths: apicid_smt_width, _core_width, _die_width."""
+        return _bits_for(self.threads), _bits_for(self.cores), _bits_for(self.dies)
+
+    def topo_ids(self, index: int) -> tuple[int, int, int, int]:
+        """(socket, die, core, thread) of CPU ``index`` (x86_topo_ids_from_idx)."""
         thread = index % self.threads
-        core = (index // self.threads) % self.cores
-        socket = index // (self.threads * self.cores)
-        return socket, core, thread
+        core = index // self.threads % self.cores
+        die = index // (self.cores * self.threads) % self.dies
+        socket = index // (self.dies * self.cores * self.threads)
+        return socket, die, core, thread
+
+    def apic_id_of(self, socket: int, die: int, core: int, thread: int) -> int:
+        """x86_apicid_from_topo_ids."""
+        tbits, cbits, dbits = self._widths()
+        return (socket << (dbits + cbits + tbits)) | (die << (cbits + tbits)) | (core << tbits) | thread
 
     def apic_id(self, index: int) -> int:
-        """x86 APIC ID of a slot: socket | core | thread bit fields (QEMU x86_apicid_from_topo_ids)."""
-        socket, core, thread = self.ids(index)
-        tbits = _bits_for(self.threads)
-        cbits = _bits_for(self.cores)
-        return (socket << (cbits + tbits)) | (core << tbits) | thread
+        """APIC ID of CPU ``index`` (x86_apicid_from_cpu_idx)."""
+        return self.apic_id_of(*self.topo_ids(index))
 
-    def ids_of_apic(self, apic: int) -> tuple[int, int, int]:
-        """(socket-id, core-id, thread-id) encoded in an APIC ID (inverse of ``apic_id``)."""
-        tbits = _bits_for(self.threads)
-        cbits = _bits_for(self.cores)
-        return apic >> (cbits + tbits), (apic >> tbits) & ((1 << cbits) - 1), apic & ((1 << tbits) - 1)
+    def ids_of_apic(self, apic: int) -> tuple[int, int, int, int]:
+        """(socket, die, core, thread) encoded in an APIC ID (x86_topo_ids_from_apicid)."""
+        tbits, cbits, dbits = self._widths()
+        thread = apic & ((1 << tbits) - 1)
+        core = (apic >> tbits) & ((1 << cbits) - 1)
+        die = (apic >> (tbits + cbits)) & ((1 << dbits) - 1)
+        return apic >> (tbits + cbits + dbits), die, core, thread
 
-    def index_of(self, socket: int, core: int, thread: int) -> int:
-        return (socket * self.cores + core) * self.threads + thread
+    def index_of(self, socket: int, die: int, core: int, thread: int) -> int:
+        return ((socket * self.dies + die) * self.cores + core) * self.threads + thread
+
+    @property
+    def apic_id_limit(self) -> int:
+        """One above the highest APIC ID (x86ms->apic_id_limit; fw_cfg's FW_CFG_MAX_CPUS)."""
+        return self.apic_id(self.slots - 1) + 1
+
+    def spec(self) -> str:
+        return f"sockets={self.sockets},dies={self.dies},cores={self.cores},threads={self.threads}"
 
 
-def make_topology(
-    max_cpus: int, sockets: int | None = None, cores: int | None = None, threads: int | None = None
-) -> Topology:
-    """Fill in an -smp topology the way QEMU 7.2 does for pc-q35-7.2 (prefers cores)."""
-    threads = threads or 1
-    if sockets is None and cores is None:
-        sockets, cores = 1, max(1, max_cpus // threads)
-    elif sockets is None:
-        assert cores is not None
-        sockets = max(1, max_cpus // (cores * threads))
-    elif cores is None:
-        cores = max(1, max_cpus // (sockets * threads))
-    topo = Topology(sockets, cores, threads)
-    if topo.slots != max_cpus:
-        raise UsageError(
-            f"Invalid CPU topology: product of the hierarchy must match maxcpus: "
-            f"sockets ({sockets}) * cores ({cores}) * threads ({threads}) != maxcpus ({max_cpus})"
+SMP_KEYS = ("cpus", "maxcpus", "sockets", "dies", "clusters", "cores", "threads")
+
+
+class Smp(NamedTuple):
+    cpus: int
+    maxcpus: int
+    topology: Topology
+
+
+def _hierarchy(sockets: int, dies: int, cores: int, threads: int) -> str:
+    """cpu_hierarchy_to_string for a machine with dies and without clusters (pc)."""
+    return f"sockets ({sockets}) * dies ({dies}) * cores ({cores}) * threads ({threads})"
+
+
+def smp_config(
+    given: dict[str, int],
+    warn: list[str] | None = None,
+    *,
+    machine: str = MACHINE_NAME,
+    cpu_max: int = MACHINE_MAX_CPUS,
+    prefer_sockets: bool = False,
+) -> Smp:
+    """-smp as QEMU 7.2 completes and checks it (machine_parse_smp_config, then x86_cpus_init's
+    APIC ID limit), with QEMU's messages, for ``machine`` (default pc-q35-7.2): its CPU limit,
+    and whether it fills in sockets before cores (``prefer_sockets``: machine types before 6.2)
+    or cores before sockets.  ``given`` holds the keys the user set; a 0 is deprecated and
+    counts as omitted (the warning goes to ``warn``)."""
+    for key in given:
+        if key not in SMP_KEYS:
+            raise UsageError(f"Parameter 'smp.{key}' is unexpected")
+    if any(v == 0 for v in given.values()) and warn is not None:
+        warn.append(
+            "warning: Deprecated CPU topology (considered invalid): "
+            "CPU topology parameters must be greater than zero"
         )
-    return topo
+    if any(v < 0 for v in given.values()):
+        bad = given.get("cpus", given.get("maxcpus", -1))
+        raise UsageError(
+            f"Invalid SMP CPUs {bad}. The max CPUs supported by machine '{machine}' is {cpu_max}"
+        )
+    cpus, maxcpus = given.get("cpus", 0), given.get("maxcpus", 0)
+    sockets, cores, threads = given.get("sockets", 0), given.get("cores", 0), given.get("threads", 0)
+    if given.get("clusters", 0) > 1:
+        raise UsageError("clusters not supported by this machine's CPU topology")
+    dies = given.get("dies", 0) or 1
+    if cpus == 0 and maxcpus == 0:
+        sockets, cores, threads = sockets or 1, cores or 1, threads or 1
+    else:
+        maxcpus = maxcpus or cpus
+        if prefer_sockets:  # before 6.2
+            if sockets == 0:
+                cores, threads = cores or 1, threads or 1
+                sockets = maxcpus // (dies * cores * threads)
+            elif cores == 0:
+                threads = threads or 1
+                cores = maxcpus // (sockets * dies * threads)
+        elif cores == 0:  # since 6.2
+            sockets, threads = sockets or 1, threads or 1
+            cores = maxcpus // (sockets * dies * threads)
+        elif sockets == 0:
+            threads = threads or 1
+            sockets = maxcpus // (dies * cores * threads)
+        if threads == 0:
+            threads = maxcpus // (sockets * dies * cores)
+    maxcpus = maxcpus or sockets * dies * cores * threads
+    cpus = cpus or maxcpus
+    shape = _hierarchy(sockets, dies, cores, threads)
+    if sockets * dies * cores * threads != maxcpus:
+        raise UsageError(
+            "Invalid CPU topology: product of the hierarchy must match maxcpus: "
+            f"{shape} != maxcpus ({maxcpus})"
+        )
+    if maxcpus < cpus:
+        raise UsageError(
+            "Invalid CPU topology: maxcpus must be equal to or greater than smp: "
+            f"{shape} == maxcpus ({maxcpus}) < smp_cpus ({cpus})"
+        )
+    if maxcpus > cpu_max:
+        raise UsageError(
+            f"Invalid SMP CPUs {maxcpus}. The max CPUs supported by machine '{machine}' is {cpu_max}"
+        )
+    topo = Topology(sockets=sockets, dies=dies, cores=cores, threads=threads)
+    if topo.apic_id_limit > APIC_ID_LIMIT:
+        raise UsageError("current -smp configuration requires kernel irqchip and X2APIC API support.")
+    return Smp(cpus, maxcpus, topo)
+
+
+def smp_values(text: str) -> dict[str, int]:
+    """The keys of ``[cpus=]N,maxcpus=M,sockets=S,dies=D,cores=C,threads=T`` as on QEMU's command
+    line (a bare first value is ``cpus``; a later key wins over an earlier one)."""
+    given: dict[str, int] = {}
+    parts = text.split(",")
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()  # QEMU accepts one trailing comma
+    for i, part in enumerate(parts):
+        key, eq, value = part.partition("=")
+        if not eq:
+            if i:
+                raise UsageError(f"-smp {text}: Invalid parameter '{part}'")
+            key, value = "cpus", part
+        if key not in SMP_KEYS:
+            raise UsageError(f"Parameter 'smp.{key}' is unexpected")
+        if not value.strip().isdigit():
+            raise UsageError(f"Parameter 'smp.{key}' expects integer")
+        given[key] = int(value)
+    return given
+
+
+def parse_smp(text: str) -> Smp:
+    return smp_config(smp_values(text))
+
+
+def default_topology(max_cpus: int) -> Topology:
+    """What -smp N,maxcpus=M makes of the rest: one socket and die, one thread, M cores."""
+    return Topology(cores=max_cpus)
 
 
 @dataclass(frozen=True)
@@ -145,11 +273,13 @@ class PlatformConfig:
     def apic_id(self, slot: int) -> int:
         return self.apic_ids[slot]
 
+    @cached_property
+    def _slot_by_apic(self) -> dict[int, int]:
+        return {apic: slot for slot, apic in enumerate(self.apic_ids)}
+
     def slot_of_apic(self, apic_id: int) -> int | None:
-        for slot in range(self.max_cpus):
-            if self.topology.apic_id(slot) == apic_id:
-                return slot
-        return None
+        """The CPU index with this APIC ID, if any (x86_find_cpu_slot)."""
+        return self._slot_by_apic.get(apic_id)
 
 
 def platform_config(
@@ -160,18 +290,27 @@ def platform_config(
     ext_tseg_mb: int = DEFAULT_EXT_TSEG_MB,
     smm: bool = True,
     hw: HardwareFeatures | None = None,
-    sockets: int | None = None,
-    cores: int | None = None,
-    threads: int | None = None,
+    topology: Topology | None = None,
     cpu_type: str = DEFAULT_CPU_TYPE,
 ) -> PlatformConfig:
+    """The configuration of ``-smp boot_cpus,maxcpus=max_cpus`` (QEMU's default topology: one
+    socket of ``max_cpus`` cores) or of an explicit ``topology`` of ``max_cpus`` CPUs."""
     if boot_cpus < 1:
         raise UsageError(f"boot CPU count must be at least 1 (got {boot_cpus})")
     if max_cpus < boot_cpus:
         raise UsageError(f"maxcpus must be equal to or greater than smp: {max_cpus} < {boot_cpus}")
-    if max_cpus > 64:
-        raise UsageError(f"at most 64 possible CPUs are modelled (got {max_cpus})")
-    topo = make_topology(max_cpus, sockets, cores, threads)
+    if max_cpus > MODEL_MAX_CPUS:
+        raise UsageError(f"at most {MODEL_MAX_CPUS} possible CPUs are modelled (got {max_cpus})")
+    topo = topology or default_topology(max_cpus)
+    if min(topo) < 1:
+        raise UsageError(f"CPU topology counts must be positive ({topo.spec()})")
+    if topo.slots != max_cpus:
+        raise UsageError(
+            "Invalid CPU topology: product of the hierarchy must match maxcpus: "
+            f"{_hierarchy(topo.sockets, topo.dies, topo.cores, topo.threads)} != maxcpus ({max_cpus})"
+        )
+    if topo.apic_id_limit > APIC_ID_LIMIT:
+        raise UsageError("current -smp configuration requires kernel irqchip and X2APIC API support.")
     return PlatformConfig(
         boot_cpus=boot_cpus,
         max_cpus=max_cpus,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from smm_hotplug.hw.vmstate import Vmstate
+
 # Run states of a CPU slot.
 ABSENT = 0  # no CPU in the slot (not plugged, or ejected)
 WAIT_SIPI = 1  # after RESET/INIT of an AP, or a freshly hot-plugged CPU: waits for a SIPI
@@ -92,3 +94,10 @@ def after_init(cpu: Cpu) -> Cpu:
 def after_sipi(cpu: Cpu, vector: int) -> Cpu:
     """SIPI to a waiting CPU: real mode at vector * 0x1000."""
     return cpu._replace(mode=RUNNING, pc=(vector << 12, "entry"), regs=(), intr=False)
+
+
+# Live migration (target/i386/machine.c vmstate_x86_cpu and cpu_common, the local APIC): under
+# KVM QEMU pulls the SMM state before saving and hands it back after loading (kvm_get/put_vcpu_
+# events: in SMM, a pending SMI, an INIT latched in SMM; MSR_IA32_SMBASE; mp_state, so also
+# wait-for-SIPI and halted), besides the registers and pending interrupts: all of it travels.
+VMSTATE = Vmstate("cpu", lambda c: Cpu._fields)

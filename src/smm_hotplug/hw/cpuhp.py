@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from smm_hotplug.hw.config import PlatformConfig
-from smm_hotplug.hw.effects import NONE, Effects, Eject, Note
+from smm_hotplug.hw.effects import NONE, Effects, Eject, FirmwareRemove, Note
 from smm_hotplug.hw.iospace import Ops
+from smm_hotplug.hw.vmstate import Vmstate
 
 BASE = 0x0CD8
 LEGACY_LEN = 32  # ACPI_GPE_PROC_LEN
@@ -184,10 +185,9 @@ def write(hp: CpuHp, links: Links, offset: int, size: int, value: int) -> tuple[
         if value & F_EJECT:
             if not occupied:
                 return hp, NONE
-            requested = has(hp.fw_remove, sel)
-            return hp._replace(fw_remove=set_bit(hp.fw_remove, sel, False)), (Eject(sel, requested),)
+            return hp._replace(fw_remove=set_bit(hp.fw_remove, sel, False)), (Eject(sel),)
         if value & F_FW_REMOVE and occupied:
-            return hp._replace(fw_remove=set_bit(hp.fw_remove, sel, True)), NONE
+            return hp._replace(fw_remove=set_bit(hp.fw_remove, sel, True)), (FirmwareRemove(sel),)
         return hp, NONE
     if offset == COMMAND:
         if value < CMD_MAX:
@@ -208,3 +208,20 @@ def write(hp: CpuHp, links: Links, offset: int, size: int, value: int) -> tuple[
 
 LEGACY_OPS = Ops("acpi-cpu-hotplug-legacy", LEGACY_LEN, legacy_read, legacy_write, valid_max=1)
 MODERN_OPS = Ops("acpi-cpu-hotplug", MODERN_LEN, read, write)
+
+
+# -- live migration (hw/acpi/ich9.c subsection ich9_pm/cpuhp, hw/acpi/cpu.c vmstate_cpu_hotplug) --
+def _sent(hp: CpuHp) -> tuple[str, ...]:
+    """Sent only in the modern interface; ``modern`` stands for the subsection being there (its
+    pre_load switches the destination to a fresh modern block).  Per CPU vmstate_cpuhp_sts has
+    is_inserting, is_removing, ost_event and ost_status — not fw_remove, which the destination's
+    fresh array has clear: a firmware-remove request the firmware has not yet collected is lost.
+    Which slots hold a CPU is the destination's own (its -device list)."""
+    if not hp.modern:
+        return ()
+    # smbase_regs (design hotplug-smbase-reg) has no QEMU counterpart; a device that had these
+    # registers would list them, so they travel.
+    return ("modern", "selector", "command", "insert", "remove", "ost", "smbase_regs")
+
+
+VMSTATE = Vmstate("ich9_pm/cpuhp", _sent)

@@ -29,11 +29,15 @@ class RaiseSmi(NamedTuple):
 
 
 class Eject(NamedTuple):
-    """The VMM unplugs and destroys the CPU in ``slot``; ``fw_remove``: the slot's
-    firmware-remove bit (set by the OS's _EJ0) was set when the eject was written."""
+    """The VMM unplugs and destroys the CPU in ``slot``."""
 
     slot: int
-    fw_remove: bool = False
+
+
+class FirmwareRemove(NamedTuple):
+    """The firmware-remove bit of ``slot`` was set (by _EJ0, when the OS writes it)."""
+
+    slot: int
 
 
 class StartDma(NamedTuple):
@@ -65,6 +69,6 @@ class ConfigWrite(NamedTuple):
     value: int
 
 
-Effect = Note | RaiseSmi | Eject | StartDma | FileSelected | FileWritten | ConfigWrite
+Effect = Note | RaiseSmi | Eject | FirmwareRemove | StartDma | FileSelected | FileWritten | ConfigWrite
 Effects = tuple[Effect, ...]
 NONE: Effects = ()

@@ -19,6 +19,7 @@ from smm_hotplug.hw.config import PlatformConfig
 from smm_hotplug.hw.effects import NONE, Effects, FileSelected, FileWritten, Note, StartDma
 from smm_hotplug.hw.iospace import Ops
 from smm_hotplug.hw.lpc import FILE_FEATURES_OK, FILE_REQUESTED, FILE_SUPPORTED
+from smm_hotplug.hw.vmstate import Vmstate
 
 PORT_SELECTOR = 0x510
 PORT_DATA = 0x511
@@ -70,6 +71,12 @@ class FwCfg(NamedTuple):
 
 def reset() -> FwCfg:
     return FwCfg()
+
+
+# Live migration (hw/nvram/fw_cfg.c vmstate_fw_cfg and its fw_cfg/dma subsection): the selected
+# item, the read offset and the DMA address register.  Item contents are the destination's own,
+# rebuilt from its command line; the SMI feature files follow the LPC's migrated fields.
+VMSTATE = Vmstate("fw_cfg", lambda fc: ("entry", "offset", "dma_addr"))
 
 
 def smbios_tables_size(cfg: PlatformConfig) -> int:
@@ -152,7 +159,8 @@ def item(cfg: PlatformConfig, key: int, smi: tuple[int, int, int]) -> bytes | No
     if k == KEY_NB_CPUS:
         return struct.pack("<H", cfg.boot_cpus)
     if k == KEY_MAX_CPUS:
-        return struct.pack("<H", cfg.max_cpus)
+        # Not the CPU count: one above the highest APIC ID (hw/i386/fw_cfg.c, apic_id_limit).
+        return struct.pack("<H", cfg.topology.apic_id_limit)
     if k == KEY_BOOT_MENU:
         return struct.pack("<H", 0)
     if k == KEY_FILE_DIR:

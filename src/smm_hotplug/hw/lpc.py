@@ -14,6 +14,7 @@ from typing import NamedTuple
 from smm_hotplug.hw.config import SMI_F_BROADCAST, SMI_F_CPU_HOT_UNPLUG, SMI_F_CPU_HOTPLUG, PlatformConfig
 from smm_hotplug.hw.effects import NONE, Effects, Note, RaiseSmi
 from smm_hotplug.hw.iospace import Ops
+from smm_hotplug.hw.vmstate import Vmstate
 
 DEVFN = (0, 31, 0)  # bus 0, device 0x1f, function 0
 VENDOR_ID = 0x8086
@@ -294,3 +295,35 @@ def unplug_refusal(lpc: Lpc, modern: bool, driver: str) -> str | None:
     if neg & SMI_F_BROADCAST and not neg & SMI_F_CPU_HOT_UNPLUG:
         return "cpu hot-unplug with SMI wasn't enabled by firmware"
     return None
+
+
+# -- live migration (hw/isa/lpc_ich9.c vmstate_ich9_lpc, hw/isa/apm.c, hw/acpi/ich9.c) ---------
+# PCI configuration (PMBASE, ACPI_CTRL, GEN_PMCON_1), the APM ports (no callback on load, so no
+# SMI) and the PM registers always travel.
+_VMSTATE_FIELDS = (
+    "pmbase",
+    "acpi_ctrl",
+    "gen_pmcon_1",
+    "apm_cnt",
+    "apm_sts",
+    "pm1_sts",
+    "pm1_en",
+    "pm1_cnt",
+    "gpe0_sts",
+    "gpe0_en",
+    "smi_en",
+    "smi_sts",
+)
+# Subsection ICH9LPC/smi_feat, needed once the guest requested features or they were accepted
+# (ich9_lpc_smi_feat_needed); otherwise the destination's reset zeros equal the source's.
+_SMI_FEAT_FIELDS = ("smi_requested", "smi_features_ok", "smi_negotiated")
+
+
+def _sent(lpc: Lpc) -> tuple[str, ...]:
+    needed = lpc.smi_requested != 0 or lpc.smi_features_ok != 0
+    return _VMSTATE_FIELDS + (_SMI_FEAT_FIELDS if needed else ())
+
+
+# ich9_lpc_post_load re-maps the PM block at PMBASE, re-routes the SCI and re-derives the
+# SMI_LOCK write masks from GEN_PMCON_1; this model derives all three from the values already.
+VMSTATE = Vmstate("ICH9LPC", _sent)

@@ -26,6 +26,7 @@ from smm_hotplug.hw.effects import (
     Eject,
     FileSelected,
     FileWritten,
+    FirmwareRemove,
     Note,
     RaiseSmi,
     StartDma,
@@ -192,8 +193,14 @@ def apply(board: Board, acc: Access, effects: Effects) -> None:
         elif isinstance(e, RaiseSmi):
             _raise_smi(acc, e.broadcast)
         elif isinstance(e, Eject):
-            # The OS asked for the removal: its _EJ0 set fw_remove, or wrote the eject itself.
-            acc.m = eject(board, acc.m, e.slot, acc.log, acc.actor, e.fw_remove or not acc.smm)
+            # The OS asked for the removal: its _EJ0 set fw_remove earlier, or it writes the
+            # eject itself (an access from outside SMM).
+            asked = bool(acc.m.removal_asked >> e.slot & 1) or not acc.smm
+            acc.m = eject(board, acc.m, e.slot, acc.log, acc.actor, asked)
+            acc.m = acc.m._replace(removal_asked=acc.m.removal_asked & ~(1 << e.slot))
+        elif isinstance(e, FirmwareRemove):
+            if not acc.smm:  # ghost: the OS (not the firmware) asked for this CPU's removal
+                acc.m = acc.m._replace(removal_asked=acc.m.removal_asked | 1 << e.slot)
         elif isinstance(e, StartDma):
             fc = fw_cfg.dma_transfer(acc.m.fwcfg, e.desc_addr, _DmaHost(board, acc))
             acc.m = acc.m._replace(fwcfg=fc)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from smm_hotplug.hw.config import MIB, PlatformConfig
 from smm_hotplug.hw.effects import NONE, Effects, Note
+from smm_hotplug.hw.vmstate import Vmstate
 
 DEVFN = (0, 0, 0)  # bus 0, device 0, function 0
 # PCI IDs (include/hw/pci/pci_ids.h: PCI_DEVICE_ID_INTEL_Q35_MCH).
@@ -189,3 +190,22 @@ def _update_smbase_window(mch: Mch) -> Mch:
     if mch.f_smbase & F_SMBASE_LCK:
         return mch._replace(f_smbase=F_SMBASE_LCK, f_smbase_wmask=0)
     return mch
+
+
+# -- live migration (hw/pci-host/q35.c: vmstate_mch, mch_post_load) -----------------------------
+def _post_load(mch: Mch, cfg: PlatformConfig) -> Mch:
+    """mch_update on the loaded configuration space.  The write masks are the destination's
+    reset ones (the PCI loader copies values only, hw/pci/pci.c get_pci_config_device), so the
+    0x9c update sees a mask of 0xff, takes the value for one written before any query and
+    discards it: the default-SMBASE window is no longer SMRAM and is open to a new query."""
+    if mch.smram & SMRAM_D_LCK:  # mch_update_smram
+        mch = mch._replace(smram=mch.smram & ~SMRAM_D_OPEN)
+    if cfg.ext_tseg_mb > 0 and mch.ext_tseg == EXT_TSEG_QUERY:  # mch_update_ext_tseg_mbytes
+        mch = mch._replace(ext_tseg=cfg.ext_tseg_mb)
+    if cfg.hw.smbase_window:  # mch_update_smbase_smram (returns at once without the window)
+        mch = _update_smbase_window(mch)
+    return mch
+
+
+# VMSTATE_PCI_DEVICE: the configuration space's values, not f_smbase_wmask.
+VMSTATE = Vmstate("mch", lambda mch: ("smram", "esmramc", "ext_tseg", "f_smbase"), _post_load)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from smm_hotplug.hw.effects import NONE, ConfigWrite, Effects, Note
 from smm_hotplug.hw.iospace import Ops
+from smm_hotplug.hw.vmstate import WHOLE, Vmstate
 
 CONFIG_ADDRESS = 0xCF8
 CONFIG_DATA = 0xCFC
@@ -33,6 +34,10 @@ def address_write(addr: int, _links: None, offset: int, size: int, value: int) -
 
 
 ADDRESS_OPS = Ops("pci-conf-idx", 4, address_read, address_write)
+
+# Live migration (hw/pci/pci_host.c vmstate_pcihost, sent while x-config-reg-migration-enabled,
+# the default since pc-2.x): CONFIG_ADDRESS.
+VMSTATE = Vmstate("PCIHost", lambda addr: WHOLE)
 
 
 def target(addr: int, offset: int) -> tuple[DevFn, int] | None:

@@ -3,14 +3,14 @@
 ``Platform`` is what the drivers (world, simulator, checker, QEMU endpoint) and the tests hold:
 a ``Board`` (the static description) whose methods hand the machine value to the room that
 owns each operation — memory views (hw.views), port wiring (hw.machine), interrupt controller
-(hw.apic), CPU core (hw.core).  It adds no behaviour of its own.
+(hw.apic), CPU core (hw.core), live migration (hw.migration).  It adds no behaviour of its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smm_hotplug.hw import apic, core, machine, views
+from smm_hotplug.hw import apic, core, machine, migration, views
 from smm_hotplug.hw.board import Board
 from smm_hotplug.hw.memory import Obj
 from smm_hotplug.hw.state import Machine
@@ -25,6 +25,9 @@ class Platform(Board):
 
     def system_reset(self, m: Machine) -> Machine:
         return machine.system_reset(self, m)
+
+    def migrate(self, m: Machine, log: Log, actor: str = "mgmt") -> Machine:
+        return migration.migrate(self, m, log, actor)
 
     # -- memory ---------------------------------------------------------------------------------
     def decode(self, m: Machine, addr: int, view: str) -> tuple[str, int]:

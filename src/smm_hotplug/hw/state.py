@@ -2,9 +2,10 @@
 
 ``Machine`` holds everything of the virtual platform that changes while it runs: the CPUs, the
 state of each device (MCH, ICH9 LPC, fw_cfg, the CPU hotplug block), the PCI host bridge's
-address register and RAM — plus two pieces of bookkeeping that are not hardware: the address
-ranges the firmware has declared SMRAM (ghost state the invariants read) and what a VMM that
-keeps SMBASE across unplug remembers per slot.  Everything static lives in ``hw.board.Board``.
+address register and RAM — plus bookkeeping that is not hardware: the address ranges the
+firmware has declared SMRAM and the CPUs whose removal the OS asked for (ghost state the
+invariants read), and what a VMM that keeps SMBASE across unplug remembers per slot.
+Everything static lives in ``hw.board.Board``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class Machine(NamedTuple):
     smram_claims: tuple[tuple[int, int], ...] = ()
     # VMM memory of each slot's last SMBASE (only with HardwareFeatures.vmm_keeps_smbase).
     kept_smbase: tuple[int, ...] = ()
+    # Ghost state for eject-safe: slots whose removal the OS asked for (its _EJ0 set the
+    # firmware-remove bit, or it wrote the eject itself) since the CPU there was plugged.
+    removal_asked: int = 0
 
 
 def set_cpu(m: Machine, slot: int, c: Cpu) -> Machine:

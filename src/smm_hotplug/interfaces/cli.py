@@ -36,12 +36,59 @@ def _options(*opts: Callable[[Any], Any]) -> Callable[[Callable[..., Any]], Call
     return apply
 
 
-scenario_options = _options(
-    click.option("--boot-cpus", type=int, default=2, show_default=True, help="CPUs present at power-on."),
-    click.option("--max-cpus", type=int, default=4, show_default=True, help="Possible CPUs (slots)."),
-    click.option("--plug", type=int, default=2, show_default=True, help="CPUs to hot-add."),
-    click.option("--unplug", type=int, default=1, show_default=True, help="CPUs to hot-remove afterwards."),
-)
+def scenario_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--smp (or its shorthands --boot-cpus/--max-cpus), --plug and --unplug, handed to the
+    command as one ``scenario: Scenario``."""
+    options = _options(
+        click.option(
+            "--smp",
+            metavar="SPEC",
+            default=None,
+            help="CPUs as QEMU's -smp spells it, [cpus=]N,maxcpus=M,sockets=S,dies=D,cores=C,threads=T "
+            "(pc-q35-7.2 fills in and checks the rest; APIC IDs follow the topology).  "
+            "Default: cpus=2,maxcpus=4.",
+        ),
+        click.option(
+            "--boot-cpus", type=int, default=None, help="CPUs present at power-on (--smp cpus=N; default 2)."
+        ),
+        click.option(
+            "--max-cpus", type=int, default=None, help="Possible CPUs (--smp maxcpus=M; default 4)."
+        ),
+        click.option("--plug", type=int, default=2, show_default=True, help="CPUs to hot-add."),
+        click.option(
+            "--unplug", type=int, default=1, show_default=True, help="CPUs to hot-remove afterwards."
+        ),
+    )
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        smp, boot, most = kwargs.pop("smp"), kwargs.pop("boot_cpus"), kwargs.pop("max_cpus")
+        plug, unplug = kwargs.pop("plug"), kwargs.pop("unplug")
+        return fn(*args, scenario=_scenario(smp, boot, most, plug, unplug), **kwargs)
+
+    return options(command)
+
+
+def _scenario(smp: str | None, boot: int | None, most: int | None, plug: int, unplug: int) -> Scenario:
+    """Without --smp: ``--boot-cpus`` of ``--max-cpus`` in QEMU's default topology; with it, the
+    shorthands stand for its cpus= and maxcpus= keys."""
+    if smp is None:
+        boot, most = 2 if boot is None else boot, 4 if most is None else most
+        for flag, value in (("--boot-cpus", boot), ("--max-cpus", most)):
+            if value < 0:
+                raise UsageError(f"{flag} must not be negative (got {value})")
+        return Scenario(boot, most, plug, unplug)
+    from smm_hotplug.hw.config import smp_config, smp_values
+
+    given = smp_values(smp)
+    for key, flag, value in (("cpus", "--boot-cpus", boot), ("maxcpus", "--max-cpus", most)):
+        if value is None:
+            continue
+        if key in given and given[key] != value:
+            raise UsageError(f"{flag} {value} contradicts --smp {key}={given[key]}")
+        given[key] = value
+    return Scenario.from_smp(smp_config(given), plug, unplug)
+
 
 FIRMWARE_OPTION = click.option(
     "--firmware",
@@ -140,7 +187,8 @@ def attacks() -> None:
     for a in ADVERSARIES.values():
         budget = f" (budget {a.budget})" if a.budget > 1 else ""
         click.echo(f"{a.id:28} {a.summary}{budget}")
-    click.echo(f"{'all':28} every adversary above at once")
+    others = ", ".join(a.id for a in ADVERSARIES.values() if not a.in_all)
+    click.echo(f"{'all':28} every adversary above at once" + (f" but {others}" if others else ""))
 
 
 @cli.command()
@@ -272,10 +320,7 @@ def _refuse_with_replay(ctx: click.Context) -> None:
 @click.pass_context
 def simulate(
     ctx: click.Context,
-    boot_cpus: int,
-    max_cpus: int,
-    plug: int,
-    unplug: int,
+    scenario: Scenario,
     design: str,
     seed: int,
     replay: str | None,
@@ -284,7 +329,8 @@ def simulate(
     html_out: Path | None,
     **opts: Any,
 ) -> None:
-    """Boot, hot-add --plug CPUs, hot-remove --unplug of them; print the timeline and a summary.
+    """Boot, hot-add --plug CPUs, hot-remove --unplug (the operator's slots, like every other
+    choice, drawn from --seed); print the timeline and a summary.
 
     With --replay FILE: re-run a saved trace. Exit 1 when it reproduces its recorded violation, 0 when
     it reproduces its recorded hard case, 2 when the file is refused or does not reproduce."""
@@ -299,7 +345,7 @@ def simulate(
         replayed = replay_file(replay, detail=verbose)
         res = replayed.run
     else:
-        setup = _setup(design, (), Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
+        setup = _setup(design, (), scenario, **opts)
         res = run(setup.system(), seed=seed, detail=verbose)
     if html_out is not None:
         from smm_hotplug.report.html import page, run_diagram
@@ -404,7 +450,8 @@ def _describe_violations(results: list[Any], scenario: Scenario) -> None:
 
     for r in results:
         if r.verdict == "violated" and not r.trace:
-            r.trace = replay_trace(CheckSetup(r.design, scenario, tuple(r.attacks)).system(), r.schedule)
+            setup = CheckSetup(r.design, scenario, tuple(r.attacks), firmware=r.firmware or DEFAULT_FIRMWARE)
+            r.trace = replay_trace(setup.system(), r.schedule)
 
 
 # -- check ----------------------------------------------------------------------------------------
@@ -429,10 +476,7 @@ def _describe_violations(results: list[Any], scenario: Scenario) -> None:
 @limit_options(None, "")
 @HTML_OPTION
 def check(
-    boot_cpus: int,
-    max_cpus: int,
-    plug: int,
-    unplug: int,
+    scenario: Scenario,
     design: str,
     attack_ids: tuple[str, ...],
     as_json: bool,
@@ -447,7 +491,6 @@ def check(
     from smm_hotplug.checker.run import run_check
     from smm_hotplug.checker.traces import save
 
-    scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
     setup = _setup(design, attack_ids, scenario, **opts)
     res = _with_progress(lambda progress: run_check(setup, limits=limits, progress=progress), as_json)
     doc = res.to_json()
@@ -493,10 +536,7 @@ def check(
 @limit_options(None, "")
 def witness(
     case: str,
-    boot_cpus: int,
-    max_cpus: int,
-    plug: int,
-    unplug: int,
+    scenario: Scenario,
     design: str,
     attack_ids: tuple[str, ...],
     as_json: bool,
@@ -514,7 +554,7 @@ def witness(
     from smm_hotplug.checker.traces import save
 
     get_case(case)
-    setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
+    setup = _setup(design, attack_ids, scenario, **opts)
     res = _with_progress(lambda progress: run_witness(setup, case, limits, progress), as_json)
     doc = res.to_json()
     if trace_out is not None and res.verdict == "reached":
@@ -654,10 +694,7 @@ def _check_workers(workers: int | None) -> None:
 )
 @matrix_options
 def matrix(
-    boot_cpus: int,
-    max_cpus: int,
-    plug: int,
-    unplug: int,
+    scenario: Scenario,
     firmware: str,
     as_json: bool,
     expect_path: str | None,
@@ -675,7 +712,6 @@ def matrix(
     from smm_hotplug.report.checks import render_matrix
 
     _check_workers(workers)
-    scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
     expectation = None
     if expect_path is not None:
         from smm_hotplug.checker.expect import load
@@ -723,10 +759,7 @@ def matrix(
 )
 @matrix_options
 def report(
-    boot_cpus: int,
-    max_cpus: int,
-    plug: int,
-    unplug: int,
+    scenario: Scenario,
     firmware: str,
     design_ids: tuple[str, ...],
     attack_ids: tuple[str, ...],
@@ -743,7 +776,6 @@ def report(
     from smm_hotplug.designs.catalog import DEFAULT_DESIGN
     from smm_hotplug.report.html import benign_sections, matrix_table, page, trace_section
 
-    scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
     _check_workers(workers)
     designs, columns = list(design_ids) or None, list(attack_ids) or None
     results, unfinished = _run_cells(
@@ -760,7 +792,7 @@ def report(
     diagrams = len(sections)
     sections += benign_sections(CheckSetup(DEFAULT_DESIGN, scenario, firmware=firmware).system())
     intro = (
-        f"{boot_cpus} boot CPUs, {max_cpus} possible, plug {plug}, unplug {unplug}, firmware {firmware}. "
+        f"-smp {scenario.smp}, plug {scenario.plug}, unplug {scenario.unplug}, firmware {firmware}. "
         "Each cell: verdict, the "
         "property violated, states explored and seconds; a violated cell links to its shortest attack."
     )

@@ -34,8 +34,10 @@ def render_timeline(res: SimResult, console: Console, verbose: bool = False) -> 
     console.print(
         Text(
             f"smm-hotplug simulate: design {sys_.design.id}, firmware {sys_.design.fw.version}, "
-            f"{sc.boot_cpus} boot CPUs, max {sc.max_cpus}, "
-            f"plug {sc.plug}, unplug {sc.unplug}" + (f", seed {res.seed}" if res.seed is not None else ""),
+            f"{sc.boot_cpus} boot CPUs, max {sc.max_cpus}"
+            + (f" ({sc.topology.spec()})" if sc.topology is not None else "")
+            + f", plug {sc.plug}, unplug {sc.unplug}"
+            + (f", seed {res.seed}" if res.seed is not None else ""),
             style="bold",
         )
     )
@@ -121,6 +123,7 @@ def simulation_json(res: SimResult, verbose: bool = False) -> dict[str, Any]:
             "max_cpus": sc.max_cpus,
             "plug": sc.plug,
             "unplug": sc.unplug,
+            "smp": sc.smp,
         },
         "seed": res.seed,
         "outcome": res.outcome,

@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 from smm_hotplug.errors import UsageError
 from smm_hotplug.hw.config import (
     DEFAULT_RAM_MB,
+    MODEL_MAX_CPUS,
+    SMP_KEYS,
     HardwareFeatures,
     PlatformConfig,
+    Topology,
     platform_config,
+    smp_config,
 )
 from smm_hotplug.interfaces.qemu import machines
 from smm_hotplug.interfaces.qemu.machines import MachineType
@@ -63,9 +67,7 @@ class Options:
     smm: bool = True
     cpus: int = 1
     maxcpus: int | None = None
-    sockets: int | None = None
-    cores: int | None = None
-    threads: int | None = None
+    topology: Topology | None = None
     ram_mb: int = DEFAULT_RAM_MB
     ext_tseg_mb: int | None = None  # None: the machine type's default
     qtest: Chardev | None = None
@@ -90,9 +92,7 @@ class Options:
                 supported_smi_features=mt.smi_features,
                 amd_ht_hole=mt.amd_ht_hole(self.cpu_model),
             ),
-            sockets=self.sockets,
-            cores=self.cores,
-            threads=self.threads,
+            topology=self.topology,
             cpu_type=machines.cpu_type(self.cpu_model),
         )
 
@@ -269,7 +269,7 @@ def usage_text(prog: str) -> str:
         "-machine|-M TYPE[,smm=on|off|auto]\n"
         "                     q35 (alias of pc-q35-7.2), pc-q35-X.Y, none; 'help' lists them\n"
         "-cpu MODEL           x86 CPU model of hot-added and boot CPUs (default qemu64)\n"
-        "-smp [cpus=]N[,maxcpus=M][,sockets=S][,cores=C][,threads=T]\n"
+        "-smp [cpus=]N[,maxcpus=M][,sockets=S][,dies=D][,cores=C][,threads=T]\n"
         "-m [size=]SIZE       RAM size (whole MiB; suffixes k/M/G/T)\n"
         "-global mch.extended-tseg-mbytes=N\n"
         "-qtest CHARDEV       qtest line protocol: stdio, unix:PATH[,server=on], tcp:HOST:PORT[,server=on]\n"
@@ -315,7 +315,7 @@ def parse(argv: list[str], warn: list[str] | None = None, prog: str = "smm-hotpl
         elif name == "-smp":
             text = value(name)
             for key, val in _props(text, name, implied="cpus").items():
-                if key not in ("cpus", "maxcpus", "sockets", "dies", "cores", "threads"):
+                if key not in SMP_KEYS:
                     raise CmdlineError(f"Parameter 'smp.{key}' is unexpected")
                 if not re.fullmatch(r"-?\d+", val):
                     raise CmdlineError(f"Parameter 'smp.{key}' expects integer")
@@ -372,55 +372,19 @@ def _global(spec: str, opts: Options) -> None:
 
 
 def _topology(opts: Options, smp: dict[str, str], warn: list[str]) -> None:
-    """QEMU 7.2's smp_parse (hw/core/machine-smp.c): cores are preferred over sockets, except on
-    machine types before 6.2 (smp_props.prefer_sockets)."""
-    get = {k: int(v) for k, v in smp.items()}
-    if any(v == 0 for k, v in get.items()):
-        warn.append(
-            "warning: Deprecated CPU topology (considered invalid): "
-            "CPU topology parameters must be greater than zero"
+    """QEMU 7.2's -smp completion and checks (hw.config.smp_config) for the chosen machine type:
+    its CPU limit, and sockets preferred over cores on types before 6.2 (smp_props.prefer_sockets)."""
+    mt = opts.machine
+    try:
+        cpus, maxcpus, topology = smp_config(
+            {k: int(v) for k, v in smp.items()},
+            warn,
+            machine=mt.name,
+            cpu_max=mt.cpu_max,
+            prefer_sockets=mt.prefer_sockets,
         )
-        get = {k: v for k, v in get.items() if v != 0}
-    mname, cpu_max = opts.machine.name, opts.machine.cpu_max
-    if any(v < 0 for v in get.values()):
-        bad = get.get("cpus", get.get("maxcpus", -1))
-        raise CmdlineError(
-            f"Invalid SMP CPUs {bad}. The max CPUs supported by machine '{mname}' is {cpu_max}"
-        )
-    if get.get("dies", 1) != 1:
-        raise CmdlineError("dies not supported by this machine's CPU topology")
-    cpus, maxcpus = get.get("cpus", 0), get.get("maxcpus", 0)
-    maxcpus = maxcpus or cpus
-    sockets, threads = get.get("sockets", 0), get.get("threads", 1)
-    cores = get.get("cores", 0)
-    if not maxcpus:
-        maxcpus = (sockets or 1) * (cores or 1) * threads
-    if opts.machine.prefer_sockets and not sockets:
-        cores = cores or 1
-        sockets = max(1, maxcpus // (cores * threads))
-    if not sockets:
-        sockets = 1 if not cores else max(1, maxcpus // (cores * threads))
-    if not cores:
-        cores = max(1, maxcpus // (sockets * threads))
-    if not get.get("maxcpus"):
-        maxcpus = sockets * cores * threads if (get.get("sockets") and get.get("cores")) else maxcpus
-    cpus = cpus or maxcpus
-    product = sockets * cores * threads
-    if product != maxcpus:
-        raise CmdlineError(
-            "Invalid CPU topology: product of the hierarchy must match maxcpus: "
-            f"sockets ({sockets}) * dies (1) * cores ({cores}) * threads ({threads}) != maxcpus ({maxcpus})"
-        )
-    if maxcpus < cpus:
-        raise CmdlineError(
-            "Invalid CPU topology: maxcpus must be equal to or greater than smp: "
-            f"sockets ({sockets}) * dies (1) * cores ({cores}) * threads ({threads}) == maxcpus ({maxcpus}) "
-            f"< smp_cpus ({cpus})"
-        )
-    if maxcpus > cpu_max:
-        raise CmdlineError(
-            f"Invalid SMP CPUs {maxcpus}. The max CPUs supported by machine '{mname}' is {cpu_max}"
-        )
-    if maxcpus > 64:
-        raise CmdlineError(f"this endpoint models at most 64 possible CPUs (got {maxcpus})")
-    opts.cpus, opts.maxcpus, opts.sockets, opts.cores, opts.threads = cpus, maxcpus, sockets, cores, threads
+    except UsageError as err:
+        raise CmdlineError(str(err)) from None
+    if maxcpus > MODEL_MAX_CPUS:
+        raise CmdlineError(f"this endpoint models at most {MODEL_MAX_CPUS} possible CPUs (got {maxcpus})")
+    opts.cpus, opts.maxcpus, opts.topology = cpus, maxcpus, topology

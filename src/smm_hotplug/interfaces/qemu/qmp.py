@@ -209,26 +209,43 @@ class QmpSession:
         refusal = lpc.plug_refusal(self.qm.m.lpc)
         if refusal:
             raise _generic(refusal)
-        topo = self.qm.cfg.topology
+        cfg = self.qm.cfg
+        topo = cfg.topology
         if "apic-id" in values:
             apic = values["apic-id"]
-            slot = self.qm.cfg.slot_of_apic(apic)
+            slot = cfg.slot_of_apic(apic)
             if slot is None:
-                socket, core, thread = topo.ids_of_apic(apic)
+                socket, die, core, thread = topo.ids_of_apic(apic)
                 raise _generic(
-                    f"Invalid CPU [socket: {socket}, die: 0, core: {core}, thread: {thread}] with APIC ID "
-                    f"{apic}, valid index range 0:{self.qm.cfg.max_cpus - 1}"
+                    f"Invalid CPU [socket: {socket}, die: {die}, core: {core}, thread: {thread}] with APIC "
+                    f"ID {apic}, valid index range 0:{cfg.max_cpus - 1}"
                 )
             return slot
-        for key in ("socket-id", "core-id", "thread-id"):
-            if values.get(key, -1) < 0:
+        # x86_cpu_pre_plug: each id in turn must be set and in range; die-id may be left out
+        # when there is one die per socket.
+        if topo.dies == 1:
+            values.setdefault("die-id", 0)
+        limits = {
+            "socket-id": (cfg.max_cpus - 1) // topo.threads // topo.cores // topo.dies,
+            "die-id": topo.dies - 1,
+            "core-id": topo.cores - 1,
+            "thread-id": topo.threads - 1,
+        }
+        for key in CPU_PROPS:
+            val = values.get(key, -1)
+            if val < 0:
                 raise _generic(f"CPU {key} is not set")
-        limits = {"socket-id": topo.sockets, "die-id": 1, "core-id": topo.cores, "thread-id": topo.threads}
-        for key in ("socket-id", "die-id", "core-id", "thread-id"):
-            val = values.get(key, 0)
-            if not 0 <= val < limits[key]:
-                raise _generic(f"Invalid CPU {key}: {val} must be in range 0:{limits[key] - 1}")
-        return topo.index_of(values["socket-id"], values["core-id"], values["thread-id"])
+            if val > limits[key]:
+                raise _generic(f"Invalid CPU {key}: {val} must be in range 0:{limits[key]}")
+        apic = topo.apic_id_of(values["socket-id"], values["die-id"], values["core-id"], values["thread-id"])
+        slot = cfg.slot_of_apic(apic)
+        if slot is None:  # a socket-id past the last whole socket
+            raise _generic(
+                f"Invalid CPU [socket: {values['socket-id']}, die: {values['die-id']}, core: "
+                f"{values['core-id']}, thread: {values['thread-id']}] with APIC ID {apic}, valid index "
+                f"range 0:{cfg.max_cpus - 1}"
+            )
+        return slot
 
     def device_del(self, args: dict) -> dict:
         _only(args, ("id",))
@@ -319,7 +336,11 @@ class DeviceTable:
         self.next_tid += 1
 
     def props(self, slot: int) -> dict:
-        socket, core, thread = self.qm.cfg.topology.ids(slot)
+        """x86_possible_cpu_arch_ids: die-id only when a socket has more than one die."""
+        topo = self.qm.cfg.topology
+        socket, die, core, thread = topo.topo_ids(slot)
+        if topo.dies > 1:
+            return {"socket-id": socket, "die-id": die, "core-id": core, "thread-id": thread}
         return {"socket-id": socket, "core-id": core, "thread-id": thread}
 
     def added(self, slot: int, ident: str | None) -> None:
