@@ -34,8 +34,8 @@ def test_check_output_into_a_pipe_is_not_wrapped_and_has_a_compact_actor_column(
     lines = out.stdout.splitlines()
     # lines longer than 80 columns stay whole
     violation = re.compile(
-        r"^ +\d+ (cpu\d)   attacker code runs in SMM; VIOLATION smm-code-integrity: \1 executes os.payload at "
-        r"0x38000 in SMM, written by os$"
+        r"^ +\d+ (cpu\d)   attacker code runs in SMM; VIOLATION smm-code-integrity: \1 executes "
+        r"os.payload at 0x38000 in SMM, written by os$"
     )
     assert any(violation.match(line) for line in lines)
     assert any(
