@@ -167,7 +167,7 @@ def test_a_limit_or_an_interrupt_stops_the_search_as_a_bounded_proof():
 
     out = explore(system, judged, progress=interrupt)
     assert (out.verdict, out.stopped, out.depth) == ("incomplete", "when interrupted (Ctrl-C)", 5)
-    assert "no schedule of up to 5 steps violates a safety property" in out.detail
+    assert "no schedule of up to 5 steps violates a deciding safety property" in out.detail
 
 
 # -- the hard cases: the proofs above go through them ----------------------------------------------

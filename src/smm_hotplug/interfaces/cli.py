@@ -318,18 +318,23 @@ def check(
         save(trace_out, setup, doc)
     if html_out is not None:
         from smm_hotplug.report.checks import cases_reached
-        from smm_hotplug.report.html import matrix_table, page, trace_section
+        from smm_hotplug.report.html import finding_anchor, finding_section, matrix_table, page, trace_section
 
         column = "+".join(res.attacks) or NONE  # the table's one column
-        sections = [trace_section(setup.system(), res, "trace")] if res.verdict == "violated" else []
+        system = setup.system()
+        sections = [trace_section(system, res, "trace")] if res.verdict == "violated" else []
+        anchors = {(res.design, column): "trace"} if sections else {}
+        for f in res.findings:
+            sections.append(finding_section(system, res, f, finding_anchor(res.design, column, f.prop)))
         res_for_table = dataclasses.replace(res, attacks=[column] if res.attacks else [])
+        accepted = f" Accepted as denial of service: {', '.join(res.accepted)}." if res.accepted else ""
         html_out.write_text(
             page(
                 f"smm-hotplug check — {res.design}",
-                f"Properties judged: {', '.join(res.judged)}. "
+                f"Properties deciding: {', '.join(res.judged)}.{accepted} "
                 f"Hard cases reached: {', '.join(cases_reached(res)) or 'none'}.",
                 sections,
-                matrix_table([res_for_table], {(res.design, column): "trace"} if sections else {}),
+                matrix_table([res_for_table], anchors, linked_findings=True),
             )
         )
     _print_and_exit(res, doc, as_json, trace_out, {"holds": EXIT_OK, "violated": EXIT_VIOLATED})
@@ -517,7 +522,14 @@ def report(
     from smm_hotplug.checker.run import NONE, run_matrix
     from smm_hotplug.checker.traces import CheckSetup
     from smm_hotplug.designs.catalog import DEFAULT_DESIGN
-    from smm_hotplug.report.html import benign_sections, matrix_table, page, trace_section
+    from smm_hotplug.report.html import (
+        benign_sections,
+        finding_anchor,
+        finding_section,
+        matrix_table,
+        page,
+        trace_section,
+    )
 
     scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
     _check_workers(workers)
@@ -528,19 +540,28 @@ def report(
     )
     sections, anchors = [], {}
     for r in results:
-        if r.verdict != "violated":
-            continue
         column = r.attacks[0] if r.attacks else NONE
-        anchor = f"trace-{r.design}-{column}"
-        anchors[(r.design, column)] = anchor
-        sections.append(trace_section(CheckSetup(r.design, scenario, tuple(r.attacks)).system(), r, anchor))
+        system = CheckSetup(r.design, scenario, tuple(r.attacks)).system()
+        if r.verdict == "violated":
+            anchor = f"trace-{r.design}-{column}"
+            anchors[(r.design, column)] = anchor
+            sections.append(trace_section(system, r, anchor))
+        for f in r.findings:
+            sections.append(finding_section(system, r, f, finding_anchor(r.design, column, f.prop)))
     sections += benign_sections(CheckSetup(DEFAULT_DESIGN, scenario).system())
     intro = (
         f"{boot_cpus} boot CPUs, {max_cpus} possible, plug {plug}, unplug {unplug}. Each cell: verdict, the "
-        "property violated, states explored and seconds; a violated cell links to its shortest attack."
+        "property violated, states explored and seconds; a violated cell links to its shortest attack. "
+        "A '+ DoS' mark is a finding: a violation of a protocol property that a malicious OS can always "
+        "cause (denial of service), so it does not decide the verdict; it links to its own shortest trace."
     )
     out.write_text(
-        page("smm-hotplug: designs × adversaries", intro, sections, matrix_table(results, anchors))
+        page(
+            "smm-hotplug: designs × adversaries",
+            intro,
+            sections,
+            matrix_table(results, anchors, linked_findings=True),
+        )
     )
     click.echo(f"report written to {out}: {len(results)} checks, {len(sections)} diagrams")
 
