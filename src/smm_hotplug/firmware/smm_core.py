@@ -42,6 +42,11 @@ def _lay(b):
     return L.smram_layout(b.cfg)
 
 
+def _pen(b) -> int:
+    """mPostSmmPenAddress: the pen page the firmware allocated at boot (firmware/layout.py)."""
+    return b.rd(_lay(b).post_smm_pen, 4)
+
+
 def _table(b) -> list[int]:
     lay = _lay(b)
     return b.rd_many([lay.apic_id_slot(i) for i in range(lay.max_cpus)], 8)
@@ -165,7 +170,7 @@ class Scan(NamedTuple):
 @core.step("hp_begin")
 def _hp_begin(b, r):
     if b.opt.relocation == RELOC_FIRST_SMI:
-        b.install(L.PEN, "fw.pen")  # SmbaseReinstallPostSmmPen
+        b.install(_pen(b), "fw.pen")  # SmbaseReinstallPostSmmPen
     return "hp_sel", Scan()
 
 
@@ -267,7 +272,7 @@ def _rel_clear(b, r: Scan):
 
 @core.step("rel_pen")
 def _rel_pen(b, r: Scan):
-    b.wr(L.PEN_BYTE, 1, 0)
+    b.wr(_pen(b) + L.PEN_VACATED, 1, 0)
     return "rel_smi"
 
 
@@ -288,13 +293,13 @@ def _rel_init(b, r: Scan):
 def _rel_sipi1(b, r: Scan):
     if not b.init_delay_elapsed(r.apic):  # SendInitSipiSipi's MicroSecondDelay
         return None
-    b.ipi(r.apic, DM_SIPI, L.PEN >> 12)
+    b.ipi(r.apic, DM_SIPI, _pen(b) >> 12)
     return "rel_sipi2"
 
 
 @core.step("rel_sipi2")
 def _rel_sipi2(b, r: Scan):
-    b.ipi(r.apic, DM_SIPI, L.PEN >> 12)
+    b.ipi(r.apic, DM_SIPI, _pen(b) >> 12)
     return "rel_newsmbase"
 
 
@@ -319,7 +324,7 @@ def _rel_wait_leave(b, r: Scan):
 
 @core.step("rel_wait_pen")
 def _rel_wait_pen(b, r: Scan):
-    return "record" if b.rd(L.PEN_BYTE, 1) == 1 else None
+    return "record" if b.rd(_pen(b) + L.PEN_VACATED, 1) == 1 else None
 
 
 @core.step("msr_mailbox")
