@@ -100,3 +100,32 @@ def test_a_deciding_violation_leaves_the_accepted_liveness_property_undecided():
     res = run_check(CheckSetup("sdm", Scenario(), ("os-code-at-default-smbase",)))
     assert (res.verdict, res.prop) == ("violated", "smm-code-integrity")
     assert res.undecided == ("hotplug-completes",)
+
+
+def test_a_matrix_cell_marks_its_findings(early_and_concurrent):
+    from rich.console import Console
+
+    from smm_hotplug.report.checks import render_matrix
+    from smm_hotplug.report.html import matrix_table
+
+    console = Console(record=True, width=200)
+    render_matrix([early_and_concurrent], console)
+    steps = next(len(f.schedule) for f in early_and_concurrent.findings if f.prop == "save-state-exclusive")
+    assert f"+ DoS save-state-exclusive ({steps})" in console.export_text()
+    html = matrix_table([early_and_concurrent], {})
+    assert "+ DoS save-state-exclusive" in html and "href=" not in html  # no sections: no links
+
+
+def test_the_report_links_each_finding_to_its_trace(tmp_path):
+    from smm_hotplug.report.html import finding_anchor
+
+    page = tmp_path / "report.html"
+    out = run("report", "-o", str(page), "--design", SHIPPED, "--attack", "os-early-init-sipi")
+    assert out.returncode == 0, out.stderr
+    html = page.read_text()
+    doc = json.loads(run("check", "--attack", "os-early-init-sipi", "--json").stdout)
+    assert doc["findings"]
+    for f in doc["findings"]:
+        anchor = finding_anchor(SHIPPED, "os-early-init-sipi", f["property"])
+        assert f'href="#{anchor}"' in html and f'id="{anchor}"' in html
+    assert f"{len(doc['findings']) + 2} diagrams" in out.stdout  # the findings + benign hot-add/remove

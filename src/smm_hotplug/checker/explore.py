@@ -310,10 +310,12 @@ def replay_trace(system: System, schedule: list[tuple[str, int]]) -> list[TraceS
     """Re-run a schedule with full logging to describe each step."""
     w = system.initial()
     out: list[TraceStep] = []
+    broken: set[str] = set()  # a property that stays violated is named at its first step only
     for actor, choice in schedule:
         mv = system.replay_move(w, actor, choice, detail=True)
         plain = [e.text for e in mv.log.events if not e.detail and e.kind != "violation"]
-        viol = [f"VIOLATION {v.prop}: {v.text}" for v in mv.log.violations]
+        viol = [f"VIOLATION {v.prop}: {v.text}" for v in mv.log.violations if v.prop not in broken]
+        broken |= {v.prop for v in mv.log.violations}
         detail = [e.text for e in mv.log.events if e.detail]
         text = "; ".join(plain + viol) or "; ".join(detail[:3]) or _where(system, w, actor)
         out.append(TraceStep(actor, choice, text))
