@@ -153,11 +153,12 @@ def test_a_stopped_run_states_how_far_it_proved():
 
 def test_a_limit_or_an_interrupt_stops_the_search_as_a_bounded_proof():
     from smm_hotplug.adversaries.catalog import resolve
-    from smm_hotplug.checker.explore import explore, judged_properties
+    from smm_hotplug.checker.explore import accepted_properties, explore, judged_properties
 
     setup = CheckSetup("smram-default-smbase", DEFAULT, ("all",))
     system, judged = setup.system(), judged_properties(resolve(["all"]))
-    out = explore(system, judged, Limits(memory_mib=1))
+    accepted = accepted_properties(resolve(["all"]))
+    out = explore(system, judged, Limits(memory_mib=1), accepted=accepted)
     assert (out.verdict, out.stopped) == ("incomplete", "at 1 MiB of memory")
     assert 4096 <= out.transitions < 4096 + 200  # memory is looked at every 4,096 transitions
 
@@ -165,7 +166,7 @@ def test_a_limit_or_an_interrupt_stops_the_search_as_a_bounded_proof():
         if depth == 5:
             raise KeyboardInterrupt
 
-    out = explore(system, judged, progress=interrupt)
+    out = explore(system, judged, progress=interrupt, accepted=accepted)
     assert (out.verdict, out.stopped, out.depth) == ("incomplete", "when interrupted (Ctrl-C)", 5)
     assert "no schedule of up to 5 steps violates a deciding safety property" in out.detail
 

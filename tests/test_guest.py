@@ -194,3 +194,27 @@ def _e820(res) -> list[tuple[int, int, int]]:
             )
         )
     return out
+
+
+def test_a_full_package_of_new_cpus_is_handled_and_the_scan_goes_on(monkeypatch):
+    """CSCN collects at most 255 new CPUs (CNEW) before it raises the SMI and notifies them, then
+    scans on from where it stopped (has_job); with a package of one, two CPUs plugged together
+    take two SMIs in one scan, and the flow still holds."""
+    from smm_hotplug.checker.run import run_check
+    from smm_hotplug.guest import acpi
+
+    monkeypatch.setattr(acpi, "CNEW_MAX", 1)
+    setup = CheckSetup("smram-default-smbase", Scenario(1, 3, 2, 0), ("concurrent-plug",))
+    system = setup.system()
+
+    def resumed(system: System, w: World) -> bool:
+        c = w.m.cpus[0]
+        return (
+            isinstance(c.regs, acpi.Cscn)
+            and _at(system, w, 0) == ("os.irq", "scan_cmd")
+            and c.regs.added == ()
+            and c.regs.uid == 2
+        )
+
+    assert explore(system, (), cases={"resumed": resumed}, goal="resumed").verdict == "reached"
+    assert run_check(setup).verdict == "holds"

@@ -51,6 +51,7 @@ from smm_hotplug.hw.apic import SCI_VECTOR
 from smm_hotplug.hw.cpu import DM_FIXED
 
 HP = cpuhp.BASE
+CNEW_MAX = 255  # CSCN's package of new CPUs; a full one is handled, then the scan goes on
 FLAG_HOTPLUG_SMI = 1  # OS_GLOBALS + 4, bit 0: the firmware negotiated SMI on CPU hotplug
 
 irq = program("os.irq", "os", size=0x1000, doc="OS interrupt handlers; the CPU hotplug GPE (QEMU's CSCN)")
@@ -64,6 +65,7 @@ class Cscn(NamedTuple):
     uid: int = 0
     added: tuple[int, ...] = ()  # CNEW: CPUs with an insert event, in scan order
     idx: int = 0
+    more: bool = False  # CNEW was full: after notifying, the scan goes on from uid (has_job)
     wake: int | None = None  # the CPU to wake for the hotplug worker
 
 
@@ -128,7 +130,8 @@ def _scan_cmd(b, r: Cscn):
 def _scan_data(b, r: Cscn):
     if b.inp(HP + cpuhp.DATA, 4) < r.uid:
         return _scan_end(b, r)  # wrapped around: scan complete
-    # (CNEW holds up to 255 CPUs before the scan restarts; no model has that many.)
+    if len(r.added) == CNEW_MAX:
+        return _scan_end(b, r._replace(more=True))
     return "scan_uid"
 
 
@@ -176,6 +179,8 @@ def _scan_smi(b, r: Cscn):
 def _notify(b, r: Cscn):
     if r.idx < len(r.added):
         return "notify", r
+    if r.more:  # the outer loop: a new package, from where the scan stopped
+        return "scan_sel", r._replace(added=(), idx=0, more=False)
     release_cplk(b)
     return _finish_event(b, r)
 
