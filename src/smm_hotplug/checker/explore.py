@@ -176,7 +176,8 @@ def explore(
     watch = Watch(limits)
     safety = frozenset(judged) - {"hotplug-completes"}
     liveness = "hotplug-completes" in judged
-    watched = frozenset(accepted) - {"hotplug-completes"} - safety  # safety findings still open
+    # Accepted safety properties: their first violations become findings.
+    watched = frozenset(accepted) - {"hotplug-completes"} - safety
     # The transitions are kept for the hotplug-completes analysis, deciding or accepted.
     edges_kept = liveness or "hotplug-completes" in accepted
     found: dict[str, tuple[str, list[tuple[str, int]]]] = {}

@@ -306,8 +306,12 @@ def check(
     html_out: Path | None,
     **opts: Any,
 ) -> None:
-    """Explore every interleaving: prove every property or print the shortest violating trace
-    (and name the hard cases the exploration went through, see `smm-hotplug cases`)."""
+    """Explore every interleaving: prove the deciding properties or print the shortest violating
+    trace; report violations of the properties accepted as denial of service (against an
+    adversary that lets the OS deviate) as findings, each with its own shortest trace; name the
+    hard cases the exploration went through (see `smm-hotplug cases`).  Exit status 0 when the
+    deciding properties hold (findings or not), 1 when one is violated, 2 on bad input or when a
+    limit stopped the search."""
     from smm_hotplug.checker.run import NONE, run_check
     from smm_hotplug.checker.traces import save
 
@@ -473,7 +477,8 @@ def matrix(
     limits: Limits,
     workers: int | None,
 ) -> None:
-    """Every design × every adversary (plus none and all): verdicts, properties, figures."""
+    """Every design × every adversary (plus none and all): verdicts, properties, figures, and a
+    `+ DoS property (steps)` mark for each finding."""
     from smm_hotplug.checker.run import run_matrix
     from smm_hotplug.report.checks import render_matrix
 
