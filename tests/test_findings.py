@@ -94,6 +94,9 @@ def test_check_prints_and_exports_findings_and_exits_by_the_deciding_properties(
     anchor = f"finding-{SHIPPED}-{'+'.join(EARLY_AND_CONCURRENT)}-save-state-exclusive"
     assert f'href="#{anchor}"' in html and f'id="{anchor}"' in html
     assert "+ DoS save-state-exclusive" in html
+    # A property that stays violated is one band, where it breaks (as in the text trace).
+    bands = sum(step["description"].count("VIOLATION ") for f in doc["findings"] for step in f["trace"])
+    assert html.count('<g class="violation">') == bands
 
 
 def test_a_deciding_violation_leaves_the_accepted_liveness_property_undecided():

@@ -72,7 +72,8 @@ class Section:
 def steps_of(
     res: SimResult, start: int = 0, end: int | None = None, collapse_boot: bool = True
 ) -> list[Step]:
-    """The run's steps [start, end) as diagram input, with the firmware boot folded into one note."""
+    """The run's steps [start, end) as diagram input, with the firmware boot folded into one note
+    and each violated property marked at the step where it breaks only."""
     records = res.steps[start:end]
     out: list[Step] = []
     boot_end = None
@@ -89,8 +90,11 @@ def steps_of(
         )
         out.append(Step(0, "fw", [note]))
         records = records[boot_end:]
+    broken: set[str] = set()  # a property that stays violated gets one band, where it breaks
     for st in records:
-        out.append(Step(st.index, st.actor, st.events))
+        events = [e for e in st.events if e.kind != "violation" or e.actor not in broken]
+        broken |= {e.actor for e in st.events if e.kind == "violation"}
+        out.append(Step(st.index, st.actor, events))
     return out
 
 
