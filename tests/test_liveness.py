@@ -55,7 +55,7 @@ def test_no_stuck_end_when_everything_can_finish():
 
 # -- the checker's hotplug-completes traces ---------------------------------------------------------
 def test_an_unplug_race_hang_is_shown_up_to_the_state_where_nothing_moves():
-    setup = CheckSetup(SHIPPED, Scenario(), ("unplug-race",))
+    setup = CheckSetup(SHIPPED, Scenario(), ("unplug-race",), firmware="edk2-current")
     res = run_check(setup)
     assert (res.verdict, res.prop) == ("violated", "hotplug-completes")
     system = setup.system()
@@ -144,7 +144,7 @@ def test_the_text_output_marks_the_cycle_and_names_the_stuck_actors():
 def test_the_sequence_diagram_ends_with_the_stuck_actors_and_marks_the_cycle():
     from smm_hotplug.report.html import trace_section
 
-    setup = CheckSetup(SHIPPED, Scenario(), ("unplug-race",))
+    setup = CheckSetup(SHIPPED, Scenario(), ("unplug-race",), firmware="edk2-current")
     res = run_check(setup)
     svg = trace_section(setup.system(), res, "t").diagram.svg
     assert svg.count("stuck: is idle in the OS") == 4

@@ -7,7 +7,8 @@ from __future__ import annotations
 from smm_hotplug.adversaries.catalog import resolve
 from smm_hotplug.checker.explore import explore
 from smm_hotplug.designs.catalog import DESIGNS
-from smm_hotplug.guest import kernel
+from smm_hotplug.guest import hotplug
+from smm_hotplug.guest.osmem import EJECT_REQUEST
 from smm_hotplug.hw.views import CPU
 from smm_hotplug.simulator import simulate
 from smm_hotplug.world import Scenario, System, World, make_system
@@ -77,15 +78,26 @@ def _finished_worlds(system: System) -> list[World]:
     return done
 
 
+def _ejecting(system: System, w: World, uid: int) -> bool:
+    """The OS's hotplug worker is still handling the eject request of CPU ``uid`` (it evaluates
+    _STA and _OST after _EJ0, guest.hotplug)."""
+    for c in w.m.cpus:
+        if c.present and not c.smm and c.pc is not None:
+            obj = system.plat.mem_object(w.m, c.pc[0], CPU)
+            in_worker = obj is not None and obj.value == "os.hotplug" and isinstance(c.regs, hotplug.Work)
+            if in_worker and c.regs.kind == EJECT_REQUEST and c.regs.uid == uid:
+                return True
+    return False
+
+
 def test_replug_same_slot_replugs_while_the_slots_old_events_are_pending():
     """The slot is plugged again while the guest is still finishing the old CPU's removal (its
-    offline handshake for that APIC ID not yet cleared, cpu0 still in the firmware's SMI)."""
+    hotplug worker still evaluating that CPU's _STA/_OST after the eject)."""
     scenario = Scenario(boot_cpus=1, max_cpus=2, plug=1, unplug=1)
     early = make_system(SHIPPED, scenario, resolve(["replug-same-slot"]))
 
     def replugged_during_the_eject(system, w):
-        old_ack = system.plat.mem_read(w.m, kernel.offline_ack(system.cfg.apic_id(1)), 1, CPU)
-        return w.done == len(system.script) and w.m.cpus[1].present and old_ack == 1
+        return w.done == len(system.script) and w.m.cpus[1].present and _ejecting(system, w, 1)
 
     sched = _reach(early, replugged_during_the_eject)
     assert sched is not None and [a for a, _ in sched].count("mgmt") == 3

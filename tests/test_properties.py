@@ -49,7 +49,8 @@ def test_ejecting_a_cpu_the_os_still_runs_breaks_eject_safe():
     system = CheckSetup(SHIPPED).system()
     w, move = _eject_step(system)
     # As if the OS had never offlined APIC ID 3: it still counts it as running.
-    m = system.plat.mem_write(w.m, kernel.offline_ack(3), 1, 0, CPU, "os", Log())
+    m = system.plat.mem_write(w.m, kernel.online_flag(3), 1, 1, CPU, "os", Log())
+    m = system.plat.mem_write(m, kernel.offline_ack(3), 1, 0, CPU, "os", Log())
     found = _violations(system, w._replace(m=m), move)
     assert found == ["eject-safe: cpu3 (APIC ID 3) ejected while the OS still runs it (not offlined)"]
 

@@ -111,6 +111,7 @@ def _need_qemu() -> None:
 
 def _qemu_apic_ids(spec: str) -> list[int]:
     """Start QEMU paused, device_add every free slot, and read each CPU's apic-id property."""
+    from qemu.qmp import ConnectError
     from qemu.qmp.legacy import QEMUMonitorProtocol
 
     sock = str(Path(tempfile.mkdtemp(prefix="smmhp-")) / "qmp.sock")
@@ -121,8 +122,16 @@ def _qemu_apic_ids(spec: str) -> list[int]:
         while not os.path.exists(sock):
             assert proc.poll() is None and time.time() < deadline, "QEMU did not start"
             time.sleep(0.02)
-        qmp = QEMUMonitorProtocol(sock)
-        qmp.connect(negotiate=True)
+        # The socket file exists a moment before QEMU accepts on it: retry the connection briefly.
+        while True:
+            qmp = QEMUMonitorProtocol(sock)
+            try:
+                qmp.connect(negotiate=True)
+                break
+            except (OSError, EOFError, ConnectError):
+                qmp.close()
+                assert proc.poll() is None and time.time() < deadline, "QEMU did not accept QMP"
+                time.sleep(0.05)
 
         def cmd(execute: str, **arguments: object) -> object:
             return qmp.cmd_obj({"execute": execute, "arguments": arguments})["return"]

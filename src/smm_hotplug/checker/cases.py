@@ -32,8 +32,10 @@ _AFTER_DIRECTED_SMI = frozenset(
     {"rel_init", "rel_sipi1", "rel_sipi2", "rel_newsmbase", "rel_gate", "rel_wait_leave", "rel_wait_pen"}
 )
 _RELOCATING = _AFTER_DIRECTED_SMI | {"rel_clear", "rel_pen", "rel_smi"}
-# CSCN's loop over the CPU hotplug block (guest/kernel.py); later labels act on what it found.
-_SCANNING = frozenset({"scan_sel", "scan_cmd", "scan_data", "scan_flags", "scan_rm_clear"})
+# CSCN's loop over the CPU hotplug block (guest/acpi.py); later labels act on what it found.
+_SCANNING = frozenset(
+    {"scan_lock", "scan_sel", "scan_cmd", "scan_data", "scan_uid", "scan_ins", "scan_rm", "scan_rm_clear"}
+)
 
 
 class HardCase(NamedTuple):

@@ -9,6 +9,12 @@ trace is a shortest attack.  ``hotplug-completes`` is checked once the space is 
 every reachable state must be able to reach the end of the scenario (no deadlock, no livelock)
 — with fair scheduling the scenario then always completes; a violation's trace runs from
 power-on into the stuck end (``checker.liveness``).
+
+Every property is judged in every check, but not every property decides the verdict: against an
+adversary that lets the OS deviate from the hotplug protocol, the protocol properties are
+accepted as denial of service (``Adversary.waives``).  Their violations are still recorded, each
+at its first (shallowest) occurrence with its own shortest schedule, as *findings*; the search
+goes on through them and stops only at a violation of a deciding property.
 """
 
 from __future__ import annotations
@@ -29,11 +35,22 @@ from smm_hotplug.world import Scenario, System, World
 
 
 def judged_properties(adversaries: tuple[Adversary, ...]) -> tuple[str, ...]:
-    """Every property but those an active adversary waives (see Adversary.waives)."""
+    """The deciding properties: every property but those an active adversary waives (see
+    Adversary.waives)."""
     waived: set[str] = set()
     for a in adversaries:
         waived |= a.waives
     return tuple(p for p in PROPERTIES if p not in waived)
+
+
+def accepted_properties(adversaries: tuple[Adversary, ...]) -> tuple[str, ...]:
+    """The properties whose violations are accepted as denial of service under these adversaries:
+    still judged, reported as findings, never deciding the verdict."""
+    judged = judged_properties(adversaries)
+    return tuple(p for p in PROPERTIES if p not in judged)
+
+
+DENIAL_OF_SERVICE = "denial-of-service"
 
 
 @dataclass
@@ -41,6 +58,36 @@ class TraceStep:
     actor: str
     choice: int
     text: str
+
+
+@dataclass
+class Finding:
+    """A violation of a property accepted as denial of service, at its first occurrence."""
+
+    prop: str
+    detail: str
+    schedule: list[tuple[str, int]]
+    trace: list[TraceStep] = field(default_factory=list)
+    kind: str = DENIAL_OF_SERVICE
+
+    def to_json(self) -> dict:
+        if self.trace:
+            steps = [
+                {"step": i, "actor": t.actor, "choice": t.choice, "description": t.text}
+                for i, t in enumerate(self.trace)
+            ]
+        else:  # not replayed (a matrix cell): the schedule alone
+            steps = [
+                {"step": i, "actor": a, "choice": c, "description": None}
+                for i, (a, c) in enumerate(self.schedule)
+            ]
+        return {
+            "property": self.prop,
+            "kind": self.kind,
+            "detail": self.detail,
+            "steps": len(self.schedule),
+            "trace": steps,
+        }
 
 
 @dataclass
@@ -68,6 +115,11 @@ class CheckResult:
     stuck: list[dict[str, str]] = field(default_factory=list)
     cycle_start: int | None = None
     no_return: int | None = None
+    accepted: tuple[str, ...] = ()  # judged too, but accepted as denial of service (findings)
+    findings: list[Finding] = field(default_factory=list)
+    # Accepted properties the run could not decide: hotplug-completes needs the whole space, so
+    # a run stopped by a limit or by a deciding violation leaves it open (unless already found).
+    undecided: tuple[str, ...] = ()
 
     @property
     def bound(self) -> int | None:
@@ -108,6 +160,9 @@ class CheckResult:
             ],
             "cycle_start": self.cycle_start,
             "point_of_no_return": self.no_return,
+            "accepted": list(self.accepted),
+            "findings": [f.to_json() for f in self.findings],
+            "undecided": list(self.undecided),
         }
 
 
@@ -125,6 +180,9 @@ class Exploration(NamedTuple):
     depth: int
     reached: dict[str, int]  # hard case -> steps of the shortest schedule to it
     stopped: str | None = None  # incomplete: which limit stopped it ("after 1,000 states")
+    # Accepted properties: the first violation of each, (property, detail, schedule), in the order found.
+    findings: tuple[tuple[str, str, list[tuple[str, int]]], ...] = ()
+    complete: bool = False  # the whole reachable space was explored
     stuck: list[dict[str, str]] | None = None  # hotplug-completes: see liveness.Stuck
     cycle_start: int | None = None
     no_return: int | None = None
@@ -137,13 +195,20 @@ def explore(
     progress: Progress | None = None,
     cases: dict[str, Predicate] | None = None,
     goal: str | None = None,
+    accepted: tuple[str, ...] = (),
 ) -> Exploration:
-    """BFS.  ``cases``: predicates whose first (shallowest) state is recorded; reaching ``goal``,
-    one of them, ends the search with verdict "reached" and the schedule to it.  A limit (or
-    Ctrl-C) ends it with verdict "incomplete"."""
+    """BFS.  ``judged``: the deciding properties; ``accepted``: properties whose first violation
+    is recorded as a finding without stopping the search.  ``cases``: predicates whose first
+    (shallowest) state is recorded; reaching ``goal``, one of them, ends the search with verdict
+    "reached" and the schedule to it.  A limit (or Ctrl-C) ends it with verdict "incomplete"."""
     watch = Watch(limits)
     safety = frozenset(judged) - {"hotplug-completes"}
     liveness = "hotplug-completes" in judged
+    # Accepted safety properties: their first violations become findings.
+    watched = frozenset(accepted) - {"hotplug-completes"} - safety
+    # The transitions are kept for the hotplug-completes analysis, deciding or accepted.
+    edges_kept = liveness or "hotplug-completes" in accepted
+    found: dict[str, tuple[str, list[tuple[str, int]]]] = {}
     init = system.initial()
     pending = dict(cases or {})  # cases not reached yet
     reached: dict[str, int] = {}
@@ -166,13 +231,26 @@ def explore(
                     return True
         return False
 
-    def result(verdict, prop=None, detail=None, sched=None, d=0, stopped=None) -> Exploration:
-        return Exploration(verdict, prop, detail, sched or [], len(index), transitions, d, reached, stopped)
+    def result(verdict, prop=None, detail=None, sched=None, d=0, stopped=None, complete=False) -> Exploration:
+        return Exploration(
+            verdict,
+            prop,
+            detail,
+            sched or [],
+            len(index),
+            transitions,
+            d,
+            reached,
+            stopped,
+            tuple((p, text, sched) for p, (text, sched) in found.items()),
+            complete,
+        )
 
     def incomplete(why: str) -> Exploration:
         # Layers 0..depth-1 are fully expanded: every schedule of up to ``depth`` steps has
         # been checked (see CheckResult.bound).
-        detail = f"stopped {why}: no schedule of up to {depth} steps violates a safety property"
+        what = "a deciding safety property" if watched or found else "a safety property"
+        detail = f"stopped {why}: no schedule of up to {depth} steps violates {what}"
         if liveness:
             detail += "; hotplug-completes not decided"
         return result("incomplete", detail=detail, d=depth, stopped=why)
@@ -191,10 +269,15 @@ def explore(
                     tid = index.get(mv.world)
                     if tid is None:
                         system.check(mv.world, mv.log)  # state invariants: once per state
-                    bad = [v for v in mv.log.violations if v.prop in safety]
-                    if bad:
-                        sched = [*graph.path_to(sid), (mv.actor, mv.choice)]
-                        return result("violated", bad[0].prop, bad[0].text, sched, depth + 1)
+                    violations = mv.log.violations
+                    if violations:
+                        bad = [v for v in violations if v.prop in safety]
+                        if bad:
+                            sched = [*graph.path_to(sid), (mv.actor, mv.choice)]
+                            return result("violated", bad[0].prop, bad[0].text, sched, depth + 1)
+                        for v in violations:
+                            if v.prop in watched and v.prop not in found:
+                                found[v.prop] = (v.text, [*graph.path_to(sid), (mv.actor, mv.choice)])
                     if tid is None:
                         tid = len(states_list)
                         kept = pool.world(mv.world)
@@ -204,9 +287,9 @@ def explore(
                         nxt.append(tid)
                         if pending and visit(kept, depth + 1):
                             return result("reached", detail=goal, sched=graph.path_to(tid), d=depth + 1)
-                    if liveness:
+                    if edges_kept:
                         edges.append(tid)
-                if liveness:
+                if edges_kept:
                     graph.expanded(edges)
                     if not edges and system.finished(w):
                         finished.append(sid)
@@ -221,36 +304,29 @@ def explore(
             if why is not None:
                 return incomplete(why)
             # ids are assigned in BFS order: states are expanded in id order
-        stuck = find_stuck(system, graph, states_list, finished) if liveness else None
+        stuck = find_stuck(system, graph, states_list, finished) if edges_kept else None
     except KeyboardInterrupt:
         return incomplete(INTERRUPTED)
     if stuck is not None:
-        sched = stuck.schedule
-        return Exploration(
-            "violated",
-            "hotplug-completes",
-            stuck.detail,
-            sched,
-            len(index),
-            transitions,
-            len(sched),
-            reached,
-            None,
-            stuck.stuck,
-            stuck.cycle_start,
-            stuck.no_return,
-        )
-    return result("holds", d=depth)
+        if liveness:
+            out = result("violated", "hotplug-completes", stuck.detail, stuck.schedule, len(stuck.schedule))
+            return out._replace(
+                complete=True, stuck=stuck.stuck, cycle_start=stuck.cycle_start, no_return=stuck.no_return
+            )
+        found["hotplug-completes"] = (stuck.detail, stuck.schedule)
+    return result("holds", d=depth, complete=True)
 
 
 def replay_trace(system: System, schedule: list[tuple[str, int]]) -> list[TraceStep]:
     """Re-run a schedule with full logging to describe each step."""
     w = system.initial()
     out: list[TraceStep] = []
+    broken: set[str] = set()  # a property that stays violated is named at its first step only
     for actor, choice in schedule:
         mv = system.replay_move(w, actor, choice, detail=True)
         plain = [e.text for e in mv.log.events if not e.detail and e.kind != "violation"]
-        viol = [f"VIOLATION {v.prop}: {v.text}" for v in mv.log.violations]
+        viol = [f"VIOLATION {v.prop}: {v.text}" for v in mv.log.violations if v.prop not in broken]
+        broken |= {v.prop for v in mv.log.violations}
         detail = [e.text for e in mv.log.events if e.detail]
         text = "; ".join(plain + viol) or "; ".join(detail[:3]) or _where(system, w, actor)
         out.append(TraceStep(actor, choice, text))
@@ -275,16 +351,25 @@ def check(
     progress: Progress | None = None,
     describe: bool = True,
     goal: str | None = None,
+    accepted: tuple[str, ...] = (),
 ) -> CheckResult:
-    """Prove ``judged`` (recording the hard cases passed), or with ``goal`` — a hard case id and
-    no properties judged — find the shortest schedule to it (verdict "reached"/"unreachable")."""
+    """Prove ``judged`` (recording the hard cases passed and the first violation of each
+    ``accepted`` property as a finding), or with ``goal`` — a hard case id and no properties
+    judged — find the shortest schedule to it (verdict "reached"/"unreachable")."""
     t0 = time.perf_counter()
     chosen = HARD_CASES if goal is None else {goal: HARD_CASES[goal]}
     out = explore(
-        system, judged, limits, progress, cases={c: hc.holds_in for c, hc in chosen.items()}, goal=goal
+        system,
+        judged,
+        limits,
+        progress,
+        cases={c: hc.holds_in for c, hc in chosen.items()},
+        goal=goal,
+        accepted=accepted,
     )
     seconds = time.perf_counter() - t0
     verdict, detail = out.verdict, out.detail
+    hits = {p: (text, sched) for p, text, sched in out.findings}
     if goal is not None and verdict == "reached":
         detail = f"{goal}: {HARD_CASES[goal].summary}"
     elif goal is not None and verdict == "holds":
@@ -310,7 +395,15 @@ def check(
         stuck=out.stuck or [],
         cycle_start=out.cycle_start,
         no_return=out.no_return,
+        accepted=accepted,
+        findings=[Finding(p, *hits[p]) for p in accepted if p in hits],
+        undecided=tuple(
+            p for p in accepted if p == "hotplug-completes" and p not in hits and not out.complete
+        ),
     )
     if verdict in ("violated", "reached") and describe:
         res.trace = replay_trace(system, out.schedule)
+    if describe:
+        for f in res.findings:
+            f.trace = replay_trace(system, f.schedule)
     return res

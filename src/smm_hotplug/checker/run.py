@@ -9,7 +9,14 @@ from collections.abc import Callable
 
 from smm_hotplug.adversaries.catalog import ADVERSARIES, ALL, resolve
 from smm_hotplug.checker.cases import get_case
-from smm_hotplug.checker.explore import INTERRUPTED, CheckResult, Progress, check, judged_properties
+from smm_hotplug.checker.explore import (
+    INTERRUPTED,
+    CheckResult,
+    Progress,
+    accepted_properties,
+    check,
+    judged_properties,
+)
 from smm_hotplug.checker.limits import Limits
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.designs.catalog import DESIGNS
@@ -23,8 +30,16 @@ def run_check(
     setup: CheckSetup, limits: Limits | None = None, progress: Progress | None = None, describe: bool = True
 ) -> CheckResult:
     system = setup.system()  # validates ids and counts first
-    judged = judged_properties(resolve(list(setup.attacks)))
-    return check(system, list(setup.attacks), judged, limits=limits, progress=progress, describe=describe)
+    adversaries = resolve(list(setup.attacks))
+    return check(
+        system,
+        list(setup.attacks),
+        judged_properties(adversaries),
+        limits=limits,
+        progress=progress,
+        describe=describe,
+        accepted=accepted_properties(adversaries),
+    )
 
 
 def run_witness(

@@ -34,6 +34,7 @@ class Boot(NamedTuple):
     window: bool = False
     aps: tuple[int, ...] = ()  # APIC IDs of the CPUs to relocate, BSP last
     idx: int = 0
+    pen: int = 0  # the Post-SMM Pen page CpuHotplugSmm allocated
 
 
 def _bswap32(v: int) -> int:
@@ -124,13 +125,16 @@ def _tseg(b, r: Boot):
     low = min(ram, 0x80000000 if ram >= 0xB0000000 else 0xB0000000)
     assert lay.tseg_size == (ext if ext not in (0, 0xFFFF) else 8) * MIB and lay.tseg_end == low
     # Fill SMRAM while TSEG is still ordinary RAM: CPU_HOT_PLUG_DATA, the rendezvous state,
-    # CPU_HOT_EJECT_DATA (an empty QemuSelectorMap, InitCpuHotEjectData), the core, the tiles.
+    # CPU_HOT_EJECT_DATA (an empty QemuSelectorMap, InitCpuHotEjectData), CpuHotplugSmm's record
+    # of the pen page it allocates below 1 MiB, the core, the tiles.
+    pen = L.post_smm_pen_page()
     writes = [
         (lay.counter, 4, 0),
         (lay.inside_smm, 1, 0),
         (lay.all_cpus_in_sync, 1, 0),
         (lay.bsp_index, 4, L.NO_BSP),
         (lay.eject_handler, 8, 0),
+        (lay.post_smm_pen, 4, pen),
     ]
     for i in range(lay.max_cpus):
         writes.append((lay.apic_id_slot(i), 8, L.INVALID_APIC_ID))
@@ -141,7 +145,7 @@ def _tseg(b, r: Boot):
     for i in range(lay.max_cpus):
         b.install(lay.tile_entry(i), "fw.smi_entry")
     b.note(f"firmware: SMRAM prepared: {lay.max_cpus} SMBASE tiles from 0x{lay.tile_smbase(0):x}")
-    return "tseg_enable"
+    return "tseg_enable", r._replace(pen=pen)
 
 
 @boot.step("tseg_enable")
@@ -224,7 +228,8 @@ def _hotplug_install(b, r: Boot):
         # SmbaseInstallFirstSmiHandler: the handler, and the gate closed.
         b.install(L.FIRST_SMI_HANDLER, "fw.first_smi")
         b.wr(L.CTX_GATE, 8, L.INVALID_APIC_ID)
-        b.install(L.PEN, "fw.pen")
+        b.install(r.pen, "fw.pen")
+        b.note(f"firmware: Post-SMM Pen at 0x{r.pen:x}")
         if r.window:
             b.claim_smram(mch.WINDOW_BASE, mch.WINDOW_SIZE)
     elif mode == RELOC_MSR:
@@ -250,13 +255,16 @@ def _lock(b, r: Boot):
 
 def e820_for_os(b, r: Boot) -> list[tuple[int, int, int]]:
     lay = L.smram_layout(b.cfg)
+    # Firmware pages below 1 MiB — AP park, trampolines and the pen (EfiReservedMemoryType) — are
+    # reserved up to the end of base memory: the OS keeps off them.
+    low = min(*L.FIXED_LOW_PAGES, r.pen or L.BASE_MEMORY_END)
     entries = []
     if b.opt.reserve_default_smbase or r.window:
         top = 0x50000 if r.window else 0x40000
-        entries += [(0, 0x30000, 1), (0x30000, top - 0x30000, 2), (top, 0x8E000 - top, 1)]
+        entries += [(0, 0x30000, 1), (0x30000, top - 0x30000, 2), (top, low - top, 1)]
     else:
-        entries.append((0, 0x8E000, 1))
-    entries.append((0x8E000, 0xA0000 - 0x8E000, 2))  # firmware pages: AP park, pen, trampolines
+        entries.append((0, low, 1))
+    entries.append((low, L.BASE_MEMORY_END - low, 2))
     entries.append((0x100000, lay.tseg_base - 0x100000, 1))
     entries.append((lay.tseg_base, lay.tseg_size, 2))
     if b.cfg.above_4g:

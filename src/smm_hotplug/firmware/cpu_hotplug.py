@@ -27,10 +27,16 @@ from smm_hotplug.hw import cpuhp
 from smm_hotplug.hw.cpu import DM_INIT, DM_SIPI, DM_SMI
 
 
+def pen(b) -> int:
+    """mPostSmmPenAddress: the pen page the firmware allocated at boot (layout.post_smm_pen_page),
+    as it recorded it in SMRAM."""
+    return b.rd(lay(b).post_smm_pen, 4)
+
+
 @core.step("hp_begin")
 def _hp_begin(b, r: Scan):
     if b.opt.relocation == RELOC_FIRST_SMI:
-        b.install(L.PEN, "fw.pen")  # SmbaseReinstallPostSmmPen
+        b.install(pen(b), "fw.pen")  # SmbaseReinstallPostSmmPen
     return "hp_sel", r._replace(sel=0, plugged=(), unplug=(), idx=0, added=(), ejects=0)
 
 
@@ -134,7 +140,7 @@ def _rel_clear(b, r: Scan):
 
 @core.step("rel_pen")
 def _rel_pen(b, r: Scan):
-    b.wr(L.PEN_BYTE, 1, 0)
+    b.wr(pen(b) + L.PEN_VACATED, 1, 0)
     return "rel_smi"
 
 
@@ -155,13 +161,13 @@ def _rel_init(b, r: Scan):
 def _rel_sipi1(b, r: Scan):
     if not b.init_delay_elapsed(r.apic):  # SendInitSipiSipi's MicroSecondDelay
         return None
-    b.ipi(r.apic, DM_SIPI, L.PEN >> 12)
+    b.ipi(r.apic, DM_SIPI, pen(b) >> 12)
     return "rel_sipi2"
 
 
 @core.step("rel_sipi2")
 def _rel_sipi2(b, r: Scan):
-    b.ipi(r.apic, DM_SIPI, L.PEN >> 12)
+    b.ipi(r.apic, DM_SIPI, pen(b) >> 12)
     return "rel_newsmbase"
 
 
@@ -190,7 +196,7 @@ def _rel_wait_leave(b, r: Scan):
 
 @core.step("rel_wait_pen", waits="spins in the monarch's wait for the relocated CPU to report from the pen")
 def _rel_wait_pen(b, r: Scan):
-    return ("add_next", r._replace(idx=r.idx + 1)) if b.rd(L.PEN_BYTE, 1) == 1 else None
+    return ("add_next", r._replace(idx=r.idx + 1)) if b.rd(pen(b) + L.PEN_VACATED, 1) == 1 else None
 
 
 @core.step("msr_mailbox")

@@ -67,7 +67,9 @@ pen = program("fw.pen", "firmware", size=0x100, doc="Post-SMM Pen")
 
 @pen.step("entry")
 def _pen_report(b, r):
-    b.wr(L.PEN_BYTE, 1, 1)
+    # DS := CS: the pen writes the last byte of its own page, wherever the firmware put it.
+    page = b.m.cpus[b.slot].pc[0] & ~(L.PAGE - 1)
+    b.wr(page + L.PEN_VACATED, 1, 1)
     return "halt"
 
 

@@ -36,14 +36,29 @@ RELOC_SLOT = WINDOW_BASE + 0x100  # u32: table slot of the CPU being relocated
 RELOC_DONE = WINDOW_BASE + 0x104  # u8: set after RSM by fw.reloc_done
 RELOC_ORIG_RIP = WINDOW_BASE + 0x108  # saved RIP the SMI interrupted (symbolic)
 
-# Ordinary RAM the firmware uses below 1 MiB.
+# Ordinary RAM the firmware uses below 1 MiB at fixed addresses.
 AP_PARK = 0x8F000  # where boot APs wait (HLT) after INIT-SIPI-SIPI; SIPI vector 0x8F
 RELOC_DONE_CODE = 0x8E000  # fw.reloc_done: runs right after a boot-time relocation RSM
-PEN = 0x9E000  # Post-SMM Pen page for hot-added CPUs (below 1 MiB, vector 0x9E)
-PEN_BYTE = PEN + 0xFFF  # the pen's last byte: "I have left SMM"
 MSR_TRAMPOLINE = 0x9D000  # design smbase-msr: WRMSR SMBASE trampoline page
 MSR_MAILBOX = 0x9DF00  # u32 new SMBASE the monarch leaves for the trampoline
 MSR_DONE = 0x9DF08  # u8
+
+PAGE = 0x1000
+BASE_MEMORY_END = 0xA0000  # QEMU's 640 KiB of base memory; 0xA0000-0xFFFFF is VGA and ROM
+FIXED_LOW_PAGES = frozenset({RELOC_DONE_CODE, AP_PARK, MSR_TRAMPOLINE})
+PEN_VACATED = 0xFFF  # the pen page's last byte: "I have left SMM" (PostSmmPen.nasm)
+
+
+def post_smm_pen_page(in_use: frozenset[int] = FIXED_LOW_PAGES) -> int:
+    """Where OVMF puts the Post-SMM Pen: SmbaseAllocatePostSmmPen (OvmfPkg/CpuHotplugSmm/
+    Smbase.c) allocates one EfiReservedMemoryType page with AllocateMaxAddress 0xFFFFF, i.e. the
+    highest free page of the memory map below 1 MiB — the top of base memory unless taken
+    (0x9F000 on QEMU, as a recorded hot-add shows)."""
+    page = BASE_MEMORY_END - PAGE
+    while page in in_use:
+        page -= PAGE
+    return page
+
 
 # Scratch RAM for fw_cfg DMA during boot (before the OS exists).
 DMA_DESC = 0x6000
@@ -124,6 +139,11 @@ class SmramLayout:
         return self.tseg_base + 0xF0C
 
     # CPU_HOT_EJECT_DATA (OvmfPkg/Include/Pcd/CpuHotEjectData.h), kept across SMIs.
+    @property
+    def post_smm_pen(self) -> int:
+        """u32: CpuHotplugSmm's mPostSmmPenAddress, the page the firmware allocated at boot."""
+        return self.tseg_base + 0xF18
+
     @property
     def eject_handler(self) -> int:
         """u64 Handler: EjectCpu while ejects are pending, 0 (NULL) otherwise."""

@@ -486,8 +486,12 @@ def check(
     junit: Path | None,
     **opts: Any,
 ) -> None:
-    """Explore every interleaving: prove every property or print the shortest violating trace
-    (and name the hard cases the exploration went through, see `smm-hotplug cases`)."""
+    """Explore every interleaving: prove the deciding properties or print the shortest violating
+    trace; report violations of the properties accepted as denial of service (against an
+    adversary that lets the OS deviate) as findings, each with its own shortest trace; name the
+    hard cases the exploration went through (see `smm-hotplug cases`).  Exit status 0 when the
+    deciding properties hold (findings or not), 1 when one is violated, 2 on bad input or when a
+    limit stopped the search."""
     from smm_hotplug.checker.run import run_check
     from smm_hotplug.checker.traces import save
 
@@ -499,18 +503,23 @@ def check(
     _print_check(res, doc, as_json, trace_out)
     if html_out is not None:
         from smm_hotplug.report.checks import cases_reached
-        from smm_hotplug.report.html import matrix_table, page, trace_section
+        from smm_hotplug.report.html import finding_anchor, finding_section, matrix_table, page, trace_section
 
         column = res.column  # the table's one column
-        sections = [trace_section(setup.system(), res, "trace")] if res.verdict == "violated" else []
+        system = setup.system()
+        sections = [trace_section(system, res, "trace")] if res.verdict == "violated" else []
+        anchors = {(res.design, column): "trace"} if sections else {}
+        for f in res.findings:
+            sections.append(finding_section(system, res, f, finding_anchor(res.design, column, f.prop)))
         res_for_table = dataclasses.replace(res, attacks=[column] if res.attacks else [])
+        accepted = f" Accepted as denial of service: {', '.join(res.accepted)}." if res.accepted else ""
         html_out.write_text(
             page(
                 f"smm-hotplug check — {res.design}",
-                f"Properties judged: {', '.join(res.judged)}. "
+                f"Properties deciding: {', '.join(res.judged)}.{accepted} "
                 f"Hard cases reached: {', '.join(cases_reached(res)) or 'none'}.",
                 sections,
-                matrix_table([res_for_table], {(res.design, column): "trace"} if sections else {}),
+                matrix_table([res_for_table], anchors, linked_findings=True),
             )
         )
         what = "the shortest trace as a sequence diagram" if sections else "no diagram (nothing violated)"
@@ -704,7 +713,8 @@ def matrix(
     workers: int | None,
     junit: Path | None,
 ) -> None:
-    """Every design × every adversary (plus none and all): verdicts, properties, figures.
+    """Every design × every adversary (plus none and all): verdicts, properties, figures, and a
+    `+ DoS property (steps)` mark for each finding.
 
     Exits 0; with --expect, 1 when a cell's verdict or violated property changed; 2 on bad input or
     when Ctrl-C stopped it (the finished cells are reported)."""
@@ -774,7 +784,14 @@ def report(
     from smm_hotplug.checker.run import run_matrix
     from smm_hotplug.checker.traces import CheckSetup
     from smm_hotplug.designs.catalog import DEFAULT_DESIGN
-    from smm_hotplug.report.html import benign_sections, matrix_table, page, trace_section
+    from smm_hotplug.report.html import (
+        benign_sections,
+        finding_anchor,
+        finding_section,
+        matrix_table,
+        page,
+        trace_section,
+    )
 
     _check_workers(workers)
     designs, columns = list(design_ids) or None, list(attack_ids) or None
@@ -783,28 +800,37 @@ def report(
     )
     sections, anchors = [], {}
     for r in results:
-        if r.verdict != "violated":
-            continue
-        anchor = f"trace-{r.design}-{r.column}"
-        anchors[(r.design, r.column)] = anchor
-        setup = CheckSetup(r.design, scenario, tuple(r.attacks), firmware=firmware)
-        sections.append(trace_section(setup.system(), r, anchor))
+        system = CheckSetup(r.design, scenario, tuple(r.attacks), firmware=firmware).system()
+        if r.verdict == "violated":
+            anchor = f"trace-{r.design}-{r.column}"
+            anchors[(r.design, r.column)] = anchor
+            sections.append(trace_section(system, r, anchor))
+        for f in r.findings:
+            sections.append(finding_section(system, r, f, finding_anchor(r.design, r.column, f.prop)))
     diagrams = len(sections)
     sections += benign_sections(CheckSetup(DEFAULT_DESIGN, scenario, firmware=firmware).system())
     intro = (
         f"-smp {scenario.smp}, plug {scenario.plug}, unplug {scenario.unplug}, firmware {firmware}. "
-        "Each cell: verdict, the "
-        "property violated, states explored and seconds; a violated cell links to its shortest attack."
+        "Each cell: verdict, the property violated, states explored and seconds; a violated cell links "
+        "to its shortest attack. A '+ DoS' mark is a finding: a violation of a protocol property that a "
+        "malicious OS can always cause (denial of service), so it does not decide the verdict; it links "
+        "to its own shortest trace."
     )
     if unfinished:
         intro += f" Incomplete page: {_interrupted(results, unfinished)}."
     out.write_text(
-        page("smm-hotplug: designs × adversaries", intro, sections, matrix_table(results, anchors))
+        page(
+            "smm-hotplug: designs × adversaries",
+            intro,
+            sections,
+            matrix_table(results, anchors, linked_findings=True),
+        )
     )
     benign = len(sections) - diagrams
     click.echo(
         f"report written to {out}: {plural(len(results), 'check')}, {plural(len(sections), 'diagram')} "
-        f"({plural(diagrams, 'shortest attack')}, {plural(benign, 'benign run')} of {DEFAULT_DESIGN})"
+        f"({plural(diagrams, 'shortest trace')} of attacks and findings, {plural(benign, 'benign run')} "
+        f"of {DEFAULT_DESIGN})"
     )
     if junit is not None:
         _write_junit(junit, "report", scenario, results, unfinished, False)

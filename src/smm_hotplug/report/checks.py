@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from smm_hotplug.checker.explore import CheckResult
+from smm_hotplug.checker.explore import CheckResult, Finding
 
 VERDICT_STYLE = {
     "holds": "bold green",
@@ -23,7 +23,10 @@ def render_check(res: CheckResult, console: Console) -> None:
     attacks = ", ".join(res.attacks) or "none (benign)"
     console.print(Text(f"design {res.design}, firmware {res.firmware}, attacks: {attacks}", style="bold"))
     if res.judged:
-        console.print(Text(f"properties judged: {', '.join(res.judged)}", style="dim"))
+        line = f"properties deciding: {', '.join(res.judged)}"
+        if res.accepted:
+            line += f"; accepted as denial of service: {', '.join(res.accepted)}"
+        console.print(Text(line, style="dim"))
     verdict = Text(res.verdict.upper(), style=VERDICT_STYLE.get(res.verdict, ""))
     if res.prop:
         verdict.append(f"  {res.prop}", style="bold")
@@ -34,10 +37,14 @@ def render_check(res: CheckResult, console: Console) -> None:
         f"  {res.states:,} states, {res.transitions:,} transitions, depth {res.depth}, {res.seconds:.2f} s"
     )
     render_cases(res, console)
+    render_findings(res, console)
     if res.trace:
         render_trace(res, console)
     if res.stuck:
         render_stuck(res, console)
+    for f in res.findings:
+        if f.trace:
+            render_trace(res, console, f)
 
 
 def cases_reached(res: CheckResult) -> list[str]:
@@ -64,10 +71,38 @@ def render_cases(res: CheckResult, console: Console) -> None:
     console.print(line)
 
 
-def render_trace(res: CheckResult, console: Console) -> None:
-    what = "shortest schedule to it" if res.verdict == "reached" else "shortest trace"
-    console.print(Text(f"{what} ({len(res.trace)} steps):", style="bold"))
-    boot_end = next((i for i, t in enumerate(res.trace) if BOOT_MARK in t.text), None)
+def render_findings(res: CheckResult, console: Console) -> None:
+    """Violations of the properties accepted as denial of service, each with its trace length."""
+    for f in res.findings:
+        line = Text("  also found, accepted under a malicious OS as denial of service: ", style="dim")
+        line.append(f"{f.prop}, {len(f.schedule)} steps", style="bold yellow")
+        console.print(line)
+        console.print(f"    {f.detail}")
+    for prop in res.undecided:
+        why = (
+            "a limit stopped the search"
+            if res.verdict == "incomplete"
+            else "the search ended at the violation"
+        )
+        console.print(
+            Text(
+                f"  {prop} (accepted as denial of service) not decided: it needs the whole space, {why}",
+                style="dim",
+            )
+        )
+
+
+def render_trace(res: CheckResult, console: Console, finding: Finding | None = None) -> None:
+    """The check's trace, or with ``finding`` that finding's own shortest trace."""
+    if finding is not None:
+        trace, marked = finding.trace, finding.prop != "hotplug-completes"
+        what = f"shortest trace of the finding {finding.prop}"
+    else:
+        trace = res.trace
+        marked = res.verdict == "violated" and res.prop != "hotplug-completes"
+        what = "shortest schedule to it" if res.verdict == "reached" else "shortest trace"
+    console.print(Text(f"{what} ({len(trace)} steps):", style="bold"))
+    boot_end = next((i for i, t in enumerate(trace) if BOOT_MARK in t.text), None)
     start = 0
     if boot_end is not None and boot_end > 3:
         console.print(
@@ -77,21 +112,18 @@ def render_trace(res: CheckResult, console: Console) -> None:
             )
         )
         start = boot_end
-    last = len(res.trace) - 1
+    last = len(trace) - 1
+    cycle_start = res.cycle_start if finding is None else None
     # A compact actor column, as wide as the CPUs, management and DMA need; an adversary's
     # longer name (adv:<id>) takes the room it needs on its own lines.
-    width = max([ACTOR_WIDTH, *(len(t.actor) for t in res.trace[start:] if not t.actor.startswith("adv"))])
-    for i in range(start, len(res.trace)):
-        t = res.trace[i]
-        if i == res.cycle_start:
+    width = max([ACTOR_WIDTH, *(len(t.actor) for t in trace[start:] if not t.actor.startswith("adv"))])
+    for i in range(start, len(trace)):
+        t = trace[i]
+        if i == cycle_start:
             console.print(
                 Text(f"  ---- start of cycle: steps {i}-{last} repeat for ever ----", style="bold magenta")
             )
-        style = (
-            "bold red"
-            if i == last and res.verdict == "violated" and res.prop != "hotplug-completes"
-            else ("red" if t.actor.startswith("adv") else "")
-        )
+        style = "bold red" if i == last and marked else ("red" if t.actor.startswith("adv") else "")
         line = Text(f"  {i:4d} ", style="dim")
         line.append(f"{t.actor:<{width}} ", style="bold" if t.actor.startswith("adv") else "")
         line.append(t.text, style=style)
@@ -134,6 +166,8 @@ def render_matrix(results: list[CheckResult], console: Console) -> None:
             elif r.bound is not None:
                 figures += f", clean to {r.bound} steps"
             t.append(figures, style="dim")
+            for f in r.findings:
+                t.append(f"\n+ DoS {f.prop} ({len(f.schedule)})", style="yellow")
             row.append(t)
         table.add_row(*row)
     console.print(table)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
-from smm_hotplug.checker.explore import CheckResult
+from smm_hotplug.checker.explore import CheckResult, Finding
 from smm_hotplug.hw.trace import Event
 from smm_hotplug.report.sequence import Diagram, Step, render
 from smm_hotplug.simulator import SimResult, simulate
@@ -24,6 +24,7 @@ table.matrix th, table.matrix td { border: 1px solid #ccc; padding: 4px 6px; ver
 table.matrix th { background: #f4f6f8; }
 td.holds { background: #e3f6e5; } td.violated { background: #fde2e1; } td.incomplete { background: #fff4d6; }
 td .fig { color: #666; font-size: 11px; display: block; }
+td .dos { color: #a35400; font-size: 11px; display: block; }
 .diagram { border: 1px solid #ccd; overflow: auto; max-height: 78vh; margin: 8px 0 4px; background: #fff; }
 .zoom button { margin-right: 4px; }
 .legend span { display: inline-block; margin-right: 14px; font-size: 12px; }
@@ -71,7 +72,8 @@ class Section:
 def steps_of(
     res: SimResult, start: int = 0, end: int | None = None, collapse_boot: bool = True
 ) -> list[Step]:
-    """The run's steps [start, end) as diagram input, with the firmware boot folded into one note."""
+    """The run's steps [start, end) as diagram input, with the firmware boot folded into one note
+    and each violated property marked at the step where it breaks only."""
     records = res.steps[start:end]
     out: list[Step] = []
     boot_end = None
@@ -88,8 +90,11 @@ def steps_of(
         )
         out.append(Step(0, "fw", [note]))
         records = records[boot_end:]
+    broken: set[str] = set()  # a property that stays violated gets one band, where it breaks
     for st in records:
-        out.append(Step(st.index, st.actor, st.events))
+        events = [e for e in st.events if e.kind != "violation" or e.actor not in broken]
+        broken |= {e.actor for e in st.events if e.kind == "violation"}
+        out.append(Step(st.index, st.actor, events))
     return out
 
 
@@ -133,6 +138,22 @@ def _with_stuck_end(steps: list[Step], result: CheckResult) -> list[Step]:
     return out
 
 
+def finding_section(system: System, result: CheckResult, finding: Finding, anchor: str) -> Section:
+    """The shortest trace of a finding: a violation accepted as denial of service."""
+    res = simulate(system, detail=True, schedule=finding.schedule)
+    attacks = ", ".join(result.attacks) or "no adversary"
+    heading = f"{result.design} × {attacks}: {finding.prop} (accepted as denial of service)"
+    text = (
+        f"{finding.detail} — accepted under a malicious OS as denial of service, so it does not decide the "
+        f"verdict ({result.verdict}); its shortest trace, {len(finding.schedule)} steps."
+    )
+    return run_diagram(anchor, heading, text, res)
+
+
+def finding_anchor(design: str, column: str, prop: str) -> str:
+    return f"finding-{design}-{column}-{prop}"
+
+
 def benign_sections(system: System) -> list[Section]:
     """The shipped design's benign hot-add and hot-remove, as two diagrams."""
     res = simulate(system, seed=0, detail=True)
@@ -168,7 +189,11 @@ def benign_sections(system: System) -> list[Section]:
     return sections
 
 
-def matrix_table(results: list[CheckResult], anchors: dict[tuple[str, str], str]) -> str:
+def matrix_table(
+    results: list[CheckResult], anchors: dict[tuple[str, str], str], linked_findings: bool = False
+) -> str:
+    """The matrix; ``anchors``: the section of each violated cell's trace; with ``linked_findings``
+    each finding's mark links to its section (``finding_anchor``)."""
     designs = list(dict.fromkeys(r.design for r in results))
     columns = list(dict.fromkeys(("none" if not r.attacks else r.attacks[0]) for r in results))
     cells = {(r.design, "none" if not r.attacks else r.attacks[0]): r for r in results}
@@ -198,8 +223,16 @@ def matrix_table(results: list[CheckResult], anchors: dict[tuple[str, str], str]
                 if r.cases
                 else ""
             )
+            marks = []
+            for f in r.findings:
+                mark = f"+ DoS {escape(f.prop)} ({len(f.schedule)})"
+                if linked_findings:
+                    mark = f'<a href="#{escape(finding_anchor(d, col, f.prop))}">{mark}</a>'
+                tip = escape(f"accepted under a malicious OS as denial of service: {f.detail}")
+                marks.append(f'<span class="dos" title="{tip}">{mark}</span>')
             tds.append(
-                f'<td class="{escape(r.verdict)}">{verdict}{prop}<span class="fig">{fig}</span>{cases}</td>'
+                f'<td class="{escape(r.verdict)}">{verdict}{prop}<span class="fig">{fig}</span>{cases}'
+                f"{''.join(marks)}</td>"
             )
         rows.append(f"<tr><th>{escape(col)}</th>{''.join(tds)}</tr>")
     return (
