@@ -143,8 +143,7 @@ def _qemu_apic_ids(spec: str) -> list[int]:
             cpu["cpu-index"]: cmd("qom-get", path=cpu["qom-path"], property="apic-id")
             for cpu in cmd("query-cpus-fast")
         }
-        cmd("quit")
-        qmp.close()
+        qmp.close()  # no "quit": QEMU may close the socket before its answer is read; it is killed below
         return [ids[i] for i in sorted(ids)]
     finally:
         proc.kill()
