@@ -109,8 +109,8 @@ def test_without_broadcast_new_cpus_run_unrelocated():
 
 
 def test_init_in_smm_is_harmless_when_held_but_not_under_tcg():
-    assert verdict("smram-default-smbase", "os-init-in-smm", init_in_smm="hold").verdict == "holds"
-    res = verdict("smram-default-smbase", "os-init-in-smm", init_in_smm="reset")
+    assert verdict("smram-default-smbase", "os-init-in-smm", accel="kvm").verdict == "holds"
+    res = verdict("smram-default-smbase", "os-init-in-smm", accel="tcg")
     assert res.verdict == "violated"
     assert res.prop in ("eject-safe", "smbase-in-tseg", "save-state-exclusive")
 
@@ -176,7 +176,9 @@ def test_a_limit_or_an_interrupt_stops_the_search_as_a_bounded_proof():
     [
         (None, {"plug-before-broadcast"}),
         ("concurrent-plug", {"plug-before-broadcast", "plug-after-broadcast", "burst-after-scan"}),
-        ("os-early-init-sipi", {"plug-before-broadcast", "started-cpu-at-gate"}),
+        # (KVM: the CPU the OS started runs with the broadcast SMI pending when the monarch's INIT
+        # comes; INIT drops it — so it waits for SIPI without an SMI while the SMI is handled)
+        ("os-early-init-sipi", {"plug-before-broadcast", "plug-after-broadcast", "started-cpu-at-gate"}),
         ("unplug-race", {"plug-before-broadcast", "unplug-during-relocation"}),
     ],
 )

@@ -59,6 +59,7 @@ class CheckResult:
     # to each, None for those it never reached.
     cases: dict[str, int | None] = field(default_factory=dict)
     stopped: str | None = None  # incomplete: the limit that stopped it ("at depth 90")
+    accel: str = "kvm"  # the accelerator whose CPU rules applied (hw.apic)
 
     @property
     def bound(self) -> int | None:
@@ -68,6 +69,7 @@ class CheckResult:
     def to_json(self) -> dict:
         return {
             "design": self.design,
+            "accel": self.accel,
             "attacks": self.attacks,
             "verdict": self.verdict,
             "property": self.prop,
@@ -284,6 +286,7 @@ def check(
         judged,
         cases={case: out.reached.get(case) for case in chosen},
         stopped=out.stopped,
+        accel=system.cfg.hw.accel,
     )
     if verdict in ("violated", "reached") and describe:
         res.trace = replay_trace(system, out.schedule)

@@ -12,9 +12,11 @@ from smm_hotplug.checker.explore import CheckResult, Progress, check, judged_pro
 from smm_hotplug.checker.limits import Limits
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.designs.catalog import DESIGNS
+from smm_hotplug.errors import UsageError
 from smm_hotplug.world import Scenario
 
 NONE = "none"  # the benign baseline column of the matrix
+Budgets = tuple[tuple[str, int], ...]  # (adversary id, budget) overrides
 
 
 def run_check(
@@ -38,10 +40,14 @@ def matrix_columns() -> list[str]:
     return [NONE, *ADVERSARIES, ALL]
 
 
-def _cell(args: tuple[str, str, Scenario, Limits | None]) -> CheckResult:
-    design, column, scenario, limits = args
+def _cell(args: tuple[str, str, Scenario, Limits | None, str | None, Budgets]) -> CheckResult:
+    design, column, scenario, limits, accel, budgets = args
     attacks = () if column == NONE else (column,)
-    return run_check(CheckSetup(design, scenario, attacks), limits=limits, describe=False)
+    resolved = {a.id for a in resolve(list(attacks))}
+    setup = CheckSetup(
+        design, scenario, attacks, accel=accel, budgets=tuple((a, n) for a, n in budgets if a in resolved)
+    )
+    return run_check(setup, limits=limits, describe=False)
 
 
 def run_matrix(
@@ -51,18 +57,24 @@ def run_matrix(
     designs: list[str] | None = None,
     columns: list[str] | None = None,
     done: Callable[[CheckResult, int, int], None] | None = None,
+    accel: str | None = None,
+    budgets: Budgets = (),
 ) -> list[CheckResult]:
     """Every design against every column (no adversary, each adversary, all), in parallel; ``limits``
-    apply to each cell (an automatic memory limit is shared out between the workers).  ``done``
-    is told of each finished cell: (result, cells finished, cells in all)."""
+    apply to each cell (an automatic memory limit is shared out between the workers), ``accel``
+    and ``budgets`` (adversary id, budget) to every cell the adversary is in.  ``done`` is told
+    of each finished cell: (result, cells finished, cells in all)."""
     designs = designs or list(DESIGNS)
     columns = columns or matrix_columns()
     for d in designs:
-        CheckSetup(d, scenario).system()  # unknown ids and impossible counts fail here, once
-    resolve([c for c in columns if c != NONE])
+        CheckSetup(d, scenario, accel=accel).system()  # unknown ids and impossible counts fail here, once
+    in_play = {a.id for a in resolve([c for c in columns if c != NONE])}
+    for aid, n in budgets:
+        if aid not in in_play:
+            raise UsageError(f"--budget {aid}={n}: {aid} is not among the attacks of this run")
     workers = workers or min(len(designs) * len(columns), os.cpu_count() or 1)
     limits = (limits or Limits()).per_worker(workers)
-    cells = [(d, col, scenario, limits) for d in designs for col in columns]
+    cells = [(d, col, scenario, limits, accel, budgets) for d in designs for col in columns]
     results: list[CheckResult | None] = [None] * len(cells)
 
     def record(i: int, res: CheckResult) -> None:

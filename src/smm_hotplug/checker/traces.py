@@ -22,7 +22,8 @@ class CheckSetup:
     design: str
     scenario: Scenario = field(default_factory=Scenario)
     attacks: tuple[str, ...] = ()
-    init_in_smm: str | None = None
+    accel: str | None = None
+    budgets: tuple[tuple[str, int], ...] = ()  # (adversary id, budget) overrides
     vmm_keeps_smbase: bool | None = None
     no_window_lock: bool = False
     no_smram_lock: bool = False
@@ -31,7 +32,7 @@ class CheckSetup:
 
     def options(self) -> dict[str, Any]:
         return {
-            "init_in_smm": self.init_in_smm,
+            "accel": self.accel,
             "vmm_keeps_smbase": self.vmm_keeps_smbase,
             "no_window_lock": self.no_window_lock,
             "no_smram_lock": self.no_smram_lock,
@@ -41,7 +42,7 @@ class CheckSetup:
 
     def system(self) -> System:
         design = with_options(get_design(self.design), **self.options())
-        return make_system(design, self.scenario, resolve(list(self.attacks)))
+        return make_system(design, self.scenario, resolve(list(self.attacks), dict(self.budgets)))
 
 
 def save(path: Path, setup: CheckSetup, result: dict) -> None:
@@ -56,6 +57,7 @@ def save(path: Path, setup: CheckSetup, result: dict) -> None:
             "unplug": setup.scenario.unplug,
         },
         "attacks": list(setup.attacks),
+        "budgets": dict(setup.budgets),
         **{k: result[k] for k in ("verdict", "property", "detail", "trace")},
         "schedule": [[t["actor"], t["choice"]] for t in result["trace"]],
     }
@@ -81,7 +83,8 @@ def load(path: str) -> tuple[CheckSetup, list[tuple[str, int]]]:
             design=str(doc["design"]),
             scenario=Scenario(int(sc["boot_cpus"]), int(sc["max_cpus"]), int(sc["plug"]), int(sc["unplug"])),
             attacks=tuple(str(a) for a in doc.get("attacks", [])),
-            init_in_smm=opts.get("init_in_smm"),
+            accel=opts.get("accel"),
+            budgets=tuple((str(a), int(n)) for a, n in doc.get("budgets", {}).items()),
             vmm_keeps_smbase=opts.get("vmm_keeps_smbase"),
             no_window_lock=bool(opts.get("no_window_lock", False)),
             no_smram_lock=bool(opts.get("no_smram_lock", False)),
@@ -89,6 +92,6 @@ def load(path: str) -> tuple[CheckSetup, list[tuple[str, int]]]:
             no_broadcast=bool(opts.get("no_broadcast", False)),
         )
         schedule = [(str(a), int(c)) for a, c in doc["schedule"]]
-    except (KeyError, TypeError, ValueError) as err:
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
         raise UsageError(f"trace file {path} is malformed: {err}") from None
     return setup, schedule

@@ -16,6 +16,7 @@ from rich.console import Console
 from smm_hotplug.checker.limits import Limits, rss_mib
 from smm_hotplug.designs.catalog import DEFAULT_DESIGN
 from smm_hotplug.errors import UsageError
+from smm_hotplug.hw.config import ACCEL_KVM, ACCELS
 from smm_hotplug.world import Scenario
 
 EXIT_OK = 0
@@ -44,10 +45,12 @@ design_options = _options(
         "--design", default=DEFAULT_DESIGN, show_default=True, help="Design id (see `smm-hotplug designs`)."
     ),
     click.option(
-        "--init-in-smm",
-        type=click.Choice(["hold", "reset"]),
-        default=None,
-        help="INIT arriving in SMM: held until RSM (hardware/KVM, default) or reset at once (QEMU TCG).",
+        "--accel",
+        type=click.Choice(ACCELS),
+        default=ACCEL_KVM,
+        show_default=True,
+        help="Accelerator whose CPU rules apply: Linux 6.1 KVM or QEMU 7.2's TCG (how CPUs take SMI, "
+        "NMI, INIT, SIPI).",
     ),
     click.option(
         "--vmm-keeps-smbase",
@@ -66,6 +69,28 @@ design_options = _options(
 )
 
 
+BUDGET_OPTION = click.option(
+    "--budget",
+    "budget_specs",
+    multiple=True,
+    metavar="ID=N",
+    help="Give adversary ID a budget of N actions (repeatable; see `smm-hotplug attacks`).",
+)
+
+
+def _budgets(specs: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    from smm_hotplug.adversaries.catalog import check_budgets, parse_budget
+
+    budgets: dict[str, int] = {}
+    for spec in specs:
+        aid, n = parse_budget(spec)
+        if aid in budgets:
+            raise UsageError(f"--budget {spec}: a budget for {aid} was already given")
+        budgets[aid] = n
+    check_budgets(budgets)
+    return tuple(budgets.items())
+
+
 def _setup(design: str, attacks: tuple[str, ...], scenario: Scenario, **opts: Any):
     from smm_hotplug.checker.traces import CheckSetup
 
@@ -73,7 +98,8 @@ def _setup(design: str, attacks: tuple[str, ...], scenario: Scenario, **opts: An
         design=design,
         scenario=scenario,
         attacks=attacks,
-        init_in_smm=opts.get("init_in_smm"),
+        accel=opts.get("accel"),
+        budgets=_budgets(opts.get("budget_specs", ())),
         vmm_keeps_smbase=opts.get("vmm_keeps_smbase"),
         no_window_lock=opts.get("fw_no_window_lock", False),
         no_smram_lock=opts.get("fw_no_smram_lock", False),
@@ -206,6 +232,14 @@ HTML_OPTION = click.option(
 @cli.command()
 @scenario_options
 @design_options
+@click.option(
+    "--attack",
+    "attack_ids",
+    multiple=True,
+    metavar="ID",
+    help="Adversary id (repeatable; `all` for every one): the random schedule includes its actions.",
+)
+@BUDGET_OPTION
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random schedule.")
 @click.option(
     "--replay",
@@ -224,6 +258,7 @@ def simulate(
     plug: int,
     unplug: int,
     design: str,
+    attack_ids: tuple[str, ...],
     seed: int,
     replay: str | None,
     verbose: bool,
@@ -246,7 +281,7 @@ def simulate(
                 "is not possible from the state the steps before it reach"
             )
     else:
-        setup = _setup(design, (), Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
+        setup = _setup(design, attack_ids, Scenario(boot_cpus, max_cpus, plug, unplug), **opts)
         res = run(setup.system(), seed=seed, detail=verbose)
     if html_out is not None:
         from smm_hotplug.report.html import page, run_diagram
@@ -284,6 +319,7 @@ def simulate(
     metavar="ID",
     help="Adversary id (repeatable; `all` for every one). None: the benign flow.",
 )
+@BUDGET_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option(
     "--trace-out",
@@ -341,6 +377,7 @@ def check(
 @scenario_options
 @design_options
 @click.option("--attack", "attack_ids", multiple=True, metavar="ID", help="Adversary id (repeatable).")
+@BUDGET_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option(
     "--trace-out",
@@ -457,6 +494,14 @@ def _check_workers(workers: int | None) -> None:
 
 @cli.command()
 @scenario_options
+@click.option(
+    "--accel",
+    type=click.Choice(ACCELS),
+    default=ACCEL_KVM,
+    show_default=True,
+    help="Accelerator whose CPU rules apply.",
+)
+@BUDGET_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of check objects.")
 @matrix_limits
 def matrix(
@@ -464,6 +509,8 @@ def matrix(
     max_cpus: int,
     plug: int,
     unplug: int,
+    accel: str,
+    budget_specs: tuple[str, ...],
     as_json: bool,
     limits: Limits,
     workers: int | None,
@@ -474,7 +521,10 @@ def matrix(
 
     _check_workers(workers)
     scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
-    results = _with_cell_progress(lambda done: run_matrix(scenario, limits, workers, done=done))
+    budgets = _budgets(budget_specs)
+    results = _with_cell_progress(
+        lambda done: run_matrix(scenario, limits, workers, done=done, accel=accel, budgets=budgets)
+    )
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
@@ -494,6 +544,14 @@ def matrix(
     help="Adversary columns to include, `none` and `all` allowed (default: every one).",
 )
 @click.option(
+    "--accel",
+    "accels",
+    type=click.Choice(ACCELS),
+    multiple=True,
+    help="Accelerator(s) whose CPU rules apply, one matrix each (repeatable; default: kvm).",
+)
+@BUDGET_OPTION
+@click.option(
     "--output",
     "-o",
     "out",
@@ -509,11 +567,14 @@ def report(
     unplug: int,
     design_ids: tuple[str, ...],
     attack_ids: tuple[str, ...],
+    accels: tuple[str, ...],
+    budget_specs: tuple[str, ...],
     out: Path,
     limits: Limits,
     workers: int | None,
 ) -> None:
-    """One self-contained HTML page: the matrix, every shortest attack and the benign hot-add/remove."""
+    """One self-contained HTML page: the matrix (one per accelerator), every shortest attack and
+    the benign hot-add/remove."""
     from smm_hotplug.checker.run import NONE, run_matrix
     from smm_hotplug.checker.traces import CheckSetup
     from smm_hotplug.designs.catalog import DEFAULT_DESIGN
@@ -521,28 +582,44 @@ def report(
 
     scenario = Scenario(boot_cpus, max_cpus, plug, unplug)
     _check_workers(workers)
-    results = _with_cell_progress(
-        lambda done: run_matrix(
-            scenario, limits, workers, list(design_ids) or None, list(attack_ids) or None, done=done
+    budgets = _budgets(budget_specs)
+    accels = tuple(dict.fromkeys(accels)) or (ACCEL_KVM,)
+    sections, tables, checks = [], [], 0
+    for accel in accels:
+        results = _with_cell_progress(
+            lambda done, accel=accel: run_matrix(
+                scenario,
+                limits,
+                workers,
+                list(design_ids) or None,
+                list(attack_ids) or None,
+                done=done,
+                accel=accel,
+                budgets=budgets,
+            )
         )
-    )
-    sections, anchors = [], {}
-    for r in results:
-        if r.verdict != "violated":
-            continue
-        column = r.attacks[0] if r.attacks else NONE
-        anchor = f"trace-{r.design}-{column}"
-        anchors[(r.design, column)] = anchor
-        sections.append(trace_section(CheckSetup(r.design, scenario, tuple(r.attacks)).system(), r, anchor))
+        checks += len(results)
+        anchors = {}
+        for r in results:
+            if r.verdict != "violated":
+                continue
+            column = r.attacks[0] if r.attacks else NONE
+            anchor = f"trace-{accel}-{r.design}-{column}"
+            anchors[(r.design, column)] = anchor
+            setup = CheckSetup(r.design, scenario, tuple(r.attacks), accel=accel, budgets=budgets)
+            sections.append(trace_section(setup.system(), r, anchor))
+        table = matrix_table(results, anchors)
+        if len(accels) > 1:
+            table = f"<h3>accelerator {accel}</h3>" + table.replace('id="matrix"', f'id="matrix-{accel}"', 1)
+        tables.append(table)
     sections += benign_sections(CheckSetup(DEFAULT_DESIGN, scenario).system())
     intro = (
-        f"{boot_cpus} boot CPUs, {max_cpus} possible, plug {plug}, unplug {unplug}. Each cell: verdict, the "
-        "property violated, states explored and seconds; a violated cell links to its shortest attack."
+        f"{boot_cpus} boot CPUs, {max_cpus} possible, plug {plug}, unplug {unplug}; accelerator "
+        f"{', '.join(accels)}. Each cell: verdict, the property violated, states explored and seconds; a "
+        "violated cell links to its shortest attack."
     )
-    out.write_text(
-        page("smm-hotplug: designs × adversaries", intro, sections, matrix_table(results, anchors))
-    )
-    click.echo(f"report written to {out}: {len(results)} checks, {len(sections)} diagrams")
+    out.write_text(page("smm-hotplug: designs × adversaries", intro, sections, "".join(tables)))
+    click.echo(f"report written to {out}: {checks} checks, {len(sections)} diagrams")
 
 
 def main(argv: list[str] | None = None) -> None:

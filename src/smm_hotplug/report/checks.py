@@ -20,7 +20,7 @@ BOOT_MARK = "OS: ACPI enabled"
 
 def render_check(res: CheckResult, console: Console) -> None:
     attacks = ", ".join(res.attacks) or "none (benign)"
-    console.print(Text(f"design {res.design}, attacks: {attacks}", style="bold"))
+    console.print(Text(f"design {res.design}, attacks: {attacks}, accel {res.accel}", style="bold"))
     if res.judged:
         console.print(Text(f"properties judged: {', '.join(res.judged)}", style="dim"))
     verdict = Text(res.verdict.upper(), style=VERDICT_STYLE.get(res.verdict, ""))
@@ -92,7 +92,8 @@ def render_matrix(results: list[CheckResult], console: Console) -> None:
     designs = list(dict.fromkeys(r.design for r in results))
     columns = list(dict.fromkeys(("none" if not r.attacks else r.attacks[0]) for r in results))
     cells = {(r.design, "none" if not r.attacks else r.attacks[0]): r for r in results}
-    table = Table(title="design × adversary", show_lines=True)
+    accels = ", ".join(dict.fromkeys(r.accel for r in results))
+    table = Table(title=f"design × adversary (accel {accels})", show_lines=True)
     table.add_column("adversary")
     for d in designs:
         table.add_column(d, overflow="fold")

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 
 from smm_hotplug.errors import UsageError
 from smm_hotplug.hw.config import (
+    ACCEL_TCG,
     DEFAULT_EXT_TSEG_MB,
     DEFAULT_RAM_MB,
     HardwareFeatures,
     PlatformConfig,
     platform_config,
 )
+from smm_hotplug.interfaces.qemu import accel as A
 
 MAX_CPUS = 288  # q35's max_cpus in QEMU 7.2
 
@@ -49,6 +51,7 @@ class Options:
     qtest: Chardev | None = None
     qmp: list[Chardev] = field(default_factory=list)
     accel_qtest: bool = False
+    accel: str = ACCEL_TCG  # the accelerator chosen (interfaces.qemu.accel), QEMU's default
     display_none: bool = False
     nodefaults: bool = False
 
@@ -60,7 +63,7 @@ class Options:
             ram_mb=self.ram_mb,
             ext_tseg_mb=self.ext_tseg_mb,
             smm=self.smm,
-            hw=HardwareFeatures(),
+            hw=HardwareFeatures(accel=ACCEL_TCG if self.accel_qtest else self.accel),
             sockets=self.sockets,
             cores=self.cores,
             threads=self.threads,
@@ -136,6 +139,9 @@ def parse(argv: list[str], warn: list[str] | None = None) -> Options:
     opts = Options()
     args = list(argv)
     smp: dict[str, str] = {}
+    accels: list[tuple[str, list[tuple[str, str]]]] = []  # -accel options, in order
+    machine_accel: str | None = None  # -machine accel= / -enable-kvm
+    warn = warn if warn is not None else []
     i = 0
 
     def value(opt: str) -> str:
@@ -163,8 +169,8 @@ def parse(argv: list[str], warn: list[str] | None = None) -> Options:
                     opts.machine = val
                 elif key == "smm":
                     opts.smm = True if val == "auto" else _onoff(val, "smm")
-                elif key == "accel" and val == "qtest":
-                    opts.accel_qtest = True
+                elif key == "accel":
+                    machine_accel = val
                 else:
                     raise CmdlineError(f"Property 'pc-q35-7.2-machine.{key}' not found")
         elif name == "-smp":
@@ -183,9 +189,9 @@ def parse(argv: list[str], warn: list[str] | None = None) -> Options:
             opts.qmp.append(_chardev(value(name), name))
         elif name == "-accel":
             text = value(name)
-            if text.split(",")[0] != "qtest":
-                raise CmdlineError(f"-accel {text}: this endpoint offers only the qtest accelerator")
-            opts.accel_qtest = True
+            accels.append((f"-accel {text}: ", A.parse_option(text, warn)))
+        elif name == "-enable-kvm":
+            machine_accel = "kvm"
         elif name == "-display":
             text = value(name)
             kind = text.split(",")[0]
@@ -201,7 +207,12 @@ def parse(argv: list[str], warn: list[str] | None = None) -> Options:
         else:
             raise CmdlineError(f"{opt}: invalid option")
         i += 1
-    _topology(opts, smp, warn if warn is not None else [])
+    _topology(opts, smp, warn)
+    try:
+        opts.accel = A.configure(accels, machine_accel, opts.qtest is not None, warn)
+    except A.AccelError as err:
+        raise CmdlineError(str(err)) from None
+    opts.accel_qtest = opts.accel == A.QTEST
     return opts
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from smm_hotplug.hw.trace import Event
 from smm_hotplug.interfaces.qemu import qjson
 from smm_hotplug.interfaces.qemu import qmp as Q
+from smm_hotplug.interfaces.qemu.accel import HELP, AccelHelp
 from smm_hotplug.interfaces.qemu.cmdline import Chardev, CmdlineError, Options, parse
 from smm_hotplug.interfaces.qemu.qtest import QtestSession
 from smm_hotplug.interfaces.qemu.session import QemuMachine
@@ -235,16 +236,27 @@ def main(argv: list[str] | None = None) -> None:
     prog = os.path.basename(sys.argv[0]) if argv is None else "smm-hotplug-qemu"
     args = sys.argv[1:] if argv is None else argv
     warnings: list[str] = []
-    try:
-        opts = parse(args, warnings)
+
+    def warn() -> None:  # what QEMU reports on the way, before it carries on or gives up
         for line in warnings:
             print(f"{prog}: {line}", file=sys.stderr)
+        warnings.clear()
+
+    try:
+        opts = parse(args, warnings)
+        warn()
         if opts.qtest is None and not opts.qmp:
             raise CmdlineError("nothing to serve: give -qtest and/or -qmp")
         endpoint = Endpoint(opts)
         endpoint.open()
+    except AccelHelp:
+        warn()
+        print(HELP, end="")
+        sys.exit(0)
     except CmdlineError as err:
-        print(f"{prog}: {err.line()}", file=sys.stderr)
+        warn()
+        if str(err):  # QEMU exits without a word when every accelerator it was given was invalid
+            print(f"{prog}: {err.line()}", file=sys.stderr)
         sys.exit(1)
     except OSError as err:
         print(f"{prog}: {err}", file=sys.stderr)
