@@ -199,10 +199,19 @@ def explore(
     except KeyboardInterrupt:
         return incomplete("when interrupted (Ctrl-C)")
     if stuck is not None:
-        w = states_list[stuck]
-        kind = "deadlock" if not graph.out_degree(stuck) else "livelock"
+        # Show the way into the shallowest deadlock when there is one (where the scenario stops);
+        # otherwise the first state from which it can never complete (a livelock).
+        done = set(finished)
+        dead = next(
+            (i for i in range(stuck, len(states_list)) if not graph.out_degree(i) and i not in done), None
+        )
+        at = stuck if dead is None else dead
+        w = states_list[at]
+        kind = "deadlock" if dead is not None else "livelock"
         detail = f"{kind}: from this state the scenario can never complete ({_describe_stuck(system, w)})"
-        sched = graph.path_to(stuck)
+        if dead is not None and stuck == 0:
+            detail += "; no schedule from power-on completes"
+        sched = graph.path_to(at)
         return result("violated", "hotplug-completes", detail, sched, len(sched))
     return result("holds", d=depth)
 

@@ -82,6 +82,7 @@ def simulation_json(res: SimResult, verbose: bool = False) -> dict[str, Any]:
     sc = sys_.scenario
     return {
         "design": sys_.design.id,
+        "accel": sys_.cfg.hw.accel,
         "scenario": {
             "boot_cpus": sc.boot_cpus,
             "max_cpus": sc.max_cpus,
