@@ -8,7 +8,6 @@ import pytest
 from conftest import run_cli as run
 
 from smm_hotplug.adversaries.catalog import ADVERSARIES, resolve
-from smm_hotplug.adversaries.ipi import OsIpi
 from smm_hotplug.checker.limits import Limits
 from smm_hotplug.checker.run import run_check
 from smm_hotplug.checker.traces import CheckSetup
@@ -55,7 +54,9 @@ def test_os_ipi_is_in_all_and_its_budget_can_be_changed():
 def test_os_ipi_starts_a_new_cpu_in_the_smbase_msr_trampoline_before_its_mailbox_is_set():
     """A SIPI into firmware code the OS may name: the trampoline writes SMBASE 0 from the empty
     mailbox, and the OS's SMI then runs the CPU in SMM at 0x8000 — memory the OS owns."""
-    out = run("check", *SMALL, "--design", "smbase-msr", "--attack", "os-ipi", "--budget", "os-ipi=3", "--json")
+    out = run(
+        "check", *SMALL, "--design", "smbase-msr", "--attack", "os-ipi", "--budget", "os-ipi=3", "--json"
+    )
     res = json.loads(out.stdout)
     assert (res["verdict"], res["property"]) == ("violated", "smm-code-integrity")
     text = " ".join(t["description"] for t in res["trace"])
@@ -63,17 +64,29 @@ def test_os_ipi_starts_a_new_cpu_in_the_smbase_msr_trampoline_before_its_mailbox
 
 
 def test_os_ipi_choices():
-    """Destinations, modes and SIPI vectors offered once the OS runs with a plugged CPU waiting."""
+    """Destinations, modes and SIPI vectors offered once the OS runs and a plugged CPU waits."""
     system = CheckSetup("smram-default-smbase", Scenario(2, 3, 1, 0), ("os-ipi",)).system()
-    res = simulate(system, seed=0)  # benign run to its end: both boot CPUs idle in the OS
-    w = res.final
-    descs = [d for d, _ in OsIpi.actions(ADVERSARIES["os-ipi"], system, w)]
-    # NMIs only to CPUs the OS does not run (here: none), SIPIs to the OS's page and the pen
-    assert not any("NMI" in d for d in descs)
-    assert any("vector 0x0a (its own code)" in d for d in descs)
-    assert any(f"vector 0x{FW.PEN >> 12:02x} (fw.pen)" in d for d in descs)
-    # all-but-self from each OS CPU, as three CPUs are present
-    assert any("all but cpu0" in d for d in descs) and any("all but cpu1" in d for d in descs)
+    benign = CheckSetup("smram-default-smbase", Scenario(2, 3, 1, 0)).system()
+    plugged = next(st.index for st in simulate(benign, seed=0).steps if st.actor == "mgmt")
+    w = simulate(benign, seed=0, step_limit=plugged + 1).final
+    w = w._replace(budgets=system.initial().budgets)
+    descs = [d for d, _ in ADVERSARIES["os-ipi"].actions(system, w)]
+    # every present CPU and all-but-self from each OS CPU (three CPUs are present)
+    for dest in ("cpu0", "cpu1", "cpu2", "all but cpu0", "all but cpu1"):
+        assert (
+            f"the OS sends an INIT IPI to {dest}" in descs and f"the OS sends an SMI IPI to {dest}" in descs
+        )
+    # NMIs only where the OS does not run: the new CPU (and the broadcasts that reach it)
+    assert [d for d in descs if "NMI" in d] == [
+        "the OS sends an NMI IPI to cpu2",
+        "the OS sends an NMI IPI to all but cpu0",
+        "the OS sends an NMI IPI to all but cpu1",
+    ]
+    # SIPIs only to where one can start a CPU: the new CPU waits for one (directly or broadcast)
+    sipis = [d for d in descs if "SIPI" in d]
+    assert "the OS sends a SIPI to cpu2, vector 0x0a (its own code)" in sipis
+    assert f"the OS sends a SIPI to cpu2, vector 0x{FW.PEN >> 12:02x} (fw.pen)" in sipis
+    assert not any("to cpu0" in d or "to cpu1" in d for d in sipis)
 
 
 def test_simulate_runs_with_adversaries_and_budgets():
@@ -132,7 +145,10 @@ def test_report_shows_both_profiles(tmp_path):
         (["check", "--attack", "os-ipi", "--budget", "os-ipi=1", "--budget", "os-ipi=2"], "already given"),
         (["matrix", "--attack", "x"], "No such option"),
         (["check", "--accel", "hvf"], "'hvf' is not one of"),
-        (["report", "-o", "/tmp/x.html", "--attack", "none", "--budget", "os-ipi=1"], "not among the attacks"),
+        (
+            ["report", "-o", "/tmp/x.html", "--attack", "none", "--budget", "os-ipi=1"],
+            "not among the attacks",
+        ),
     ],
 )
 def test_bad_budgets_and_accelerators_are_one_line_and_exit_2(args, needle):

@@ -12,6 +12,10 @@ what the model can tell apart:
   does not run at that moment: on a CPU it runs, the NMI runs the OS's own handler, which
   returns where it was (IRET) — a delay, and every delay of that CPU is already among the
   schedules the checker explores;
+* SIPIs go only to CPUs a SIPI can start — waiting for one, or with an INIT pending (which a
+  SIPI may precede, hw.apic).  To any other CPU a SIPI is dropped, at most after waking a halted
+  CPU, which continues after its HLT — and every HLT in the model's software is in a loop — so
+  the OS gains nothing it could not get by sending the INIT first;
 * SIPI vectors — a SIPI starts a CPU in real mode at vector x 0x1000, so what matters is the
   code at that page: the OS's own code (one representative, ``os.rogue``, written there by the
   same action: any code the OS runs on a CPU it started is code it could run on its other
@@ -73,22 +77,31 @@ class OsIpi(Adversary):
         cfg = system.cfg
         present = [s for s, c in enumerate(m.cpus) if c.present]
         runs = os_cpus(system, m)
-        # (destination, its name, the sending CPU or None for any, whether an NMI can matter)
-        dests = [(cfg.apic_id(s), f"cpu{s}", None, s not in runs) for s in present]
+        startable = [s for s in present if _startable(m.cpus[s])]
+        # (destination, its name, the sending CPU or None for any, whether an NMI and whether a
+        # SIPI can matter there)
+        dests = [(cfg.apic_id(s), f"cpu{s}", None, s not in runs, s in startable) for s in present]
         if len(present) > 2:  # all-but-sender reaches at least two CPUs
             for sender in runs:
-                nmi = any(s not in runs for s in present if s != sender)
-                dests.append((ALL_EXCLUDING_SELF, f"all but cpu{sender}", sender, nmi))
+                others = [s for s in present if s != sender]
+                nmi = any(s not in runs for s in others)
+                sipi = any(s in startable for s in others)
+                dests.append((ALL_EXCLUDING_SELF, f"all but cpu{sender}", sender, nmi, sipi))
         vectors = sipi_vectors(system, m)
         out: list[tuple[str, Action]] = []
-        for dest, name, sender, nmi in dests:
+        for dest, name, sender, nmi, sipi in dests:
             for mode in (DM_INIT, DM_SMI, DM_NMI) if nmi else (DM_INIT, DM_SMI):
                 desc = f"the OS sends an {DELIVERY_MODE_NAMES[mode]} IPI to {name}"
                 out.append((desc, _ipi(dest, mode, 0, sender)))
-            for vector, what in vectors:
+            for vector, what in vectors if sipi else ():
                 desc = f"the OS sends a SIPI to {name}, vector 0x{vector:02x} ({what})"
                 out.append((desc, _ipi(dest, DM_SIPI, vector, sender)))
         return out
+
+
+def _startable(c) -> bool:
+    """Can a SIPI start this CPU (now, or after the INIT it has pending)?"""
+    return c.init or c.mode == WAIT_SIPI or c.apic_wfs
 
 
 def _ipi(dest: int, mode: int, vector: int, sender: int | None) -> Action:
