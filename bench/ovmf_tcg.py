@@ -53,7 +53,7 @@ def cpus(qmp: Qmp) -> list[str]:
     dump = qmp.cmd("human-monitor-command", **{"command-line": "info registers -a"})["return"]
     out = []
     for block in dump.split("CPU#")[1:]:
-        rip = re.search(r"RIP=(\w+)", block)
+        rip = re.search(r"[ER]IP=(\w+)", block)
         cs = re.search(r"CS =\w+ (\w+)", block)
         flags = re.search(r"SMM=(\d) HLT=(\d)", block)
         assert rip and cs and flags
