@@ -41,7 +41,7 @@ def test_check_proves_the_shipped_design_and_names_the_hard_cases_it_went_throug
     out = run("check", "--attack", "concurrent-plug")
     assert out.returncode == 0, out.stderr
     assert "HOLDS" in out.stdout
-    assert "plug-after-broadcast (78 steps)" in out.stdout.replace("\n", " ")
+    assert "plug-after-broadcast (81 steps)" in out.stdout.replace("\n", " ")
 
 
 def test_check_json_and_trace_file_replay_the_shortest_attack(tmp_path):

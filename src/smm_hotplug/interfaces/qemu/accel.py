@@ -184,4 +184,5 @@ def configure(
         if failed and not qtest:
             warn.append(f"falling back to {name}")
         return name
-    raise AccelError("" if failed else "no accelerator found")
+    # Nothing initialised: QEMU exits after the reports above (the last of which ends it here).
+    raise AccelError(warn.pop() if failed else "no accelerator found")

@@ -255,8 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     except CmdlineError as err:
         warn()
-        if str(err):  # QEMU exits without a word when every accelerator it was given was invalid
-            print(f"{prog}: {err.line()}", file=sys.stderr)
+        print(f"{prog}: {err.line()}", file=sys.stderr)
         sys.exit(1)
     except OSError as err:
         print(f"{prog}: {err}", file=sys.stderr)
