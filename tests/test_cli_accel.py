@@ -155,3 +155,28 @@ def test_bad_budgets_and_accelerators_are_one_line_and_exit_2(args, needle):
     out = run(*args)
     assert out.returncode == 2
     assert needle in out.stderr and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "options,budgets,needle",
+    [
+        ({"init_in_smm": "reset"}, {}, "recorded with --init-in-smm"),
+        ({"accel": "hvf"}, {}, "unknown accelerator 'hvf'"),
+        ({}, {"os-ipi": 0}, "at least 1"),
+        ({}, [1, 2], "malformed"),
+    ],
+)
+def test_trace_files_with_bad_accelerator_or_budgets_are_refused(tmp_path, options, budgets, needle):
+    path = tmp_path / "t.json"
+    doc = {
+        "format": "smm-hotplug-trace/1",
+        "design": "smram-default-smbase",
+        "options": options,
+        "scenario": {"boot_cpus": 1, "max_cpus": 2, "plug": 1, "unplug": 0},
+        "attacks": ["os-ipi"],
+        "budgets": budgets,
+        "schedule": [["cpu0", 0]],
+    }
+    path.write_text(json.dumps(doc))
+    out = run("simulate", "--replay", str(path))
+    assert out.returncode == 2 and needle in out.stderr and out.stderr.count("\n") == 1

@@ -79,6 +79,11 @@ def load(path: str) -> tuple[CheckSetup, list[tuple[str, int]]]:
             raise ValueError(f"not a {FORMAT} document")
         sc = doc["scenario"]
         opts = doc.get("options", {})
+        if opts.get("init_in_smm") is not None:
+            raise UsageError(
+                f"trace file {path} was recorded with --init-in-smm, which the accelerator profiles "
+                "replaced (--accel kvm|tcg); record it again"
+            )
         setup = CheckSetup(
             design=str(doc["design"]),
             scenario=Scenario(int(sc["boot_cpus"]), int(sc["max_cpus"]), int(sc["plug"]), int(sc["unplug"])),
