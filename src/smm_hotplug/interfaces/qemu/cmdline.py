@@ -27,6 +27,10 @@ class CmdlineError(UsageError):
         return str(self).encode("unicode_escape").decode("ascii")
 
 
+class AccelHelpRequested(CmdlineError):
+    """``-accel help``: not an error — QEMU lists the accelerators on stdout and exits 0."""
+
+
 @dataclass(frozen=True)
 class Chardev:
     kind: str  # "stdio" | "unix" | "tcp"
@@ -189,7 +193,10 @@ def parse(argv: list[str], warn: list[str] | None = None) -> Options:
             opts.qmp.append(_chardev(value(name), name))
         elif name == "-accel":
             text = value(name)
-            accels.append((f"-accel {text}: ", A.parse_option(text, warn)))
+            try:
+                accels.append((f"-accel {text}: ", A.parse_option(text, warn)))
+            except A.AccelHelp:
+                raise AccelHelpRequested(f"-accel {text}: lists the accelerators") from None
         elif name == "-enable-kvm":
             machine_accel = "kvm"
         elif name == "-display":

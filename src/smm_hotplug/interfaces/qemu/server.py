@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from smm_hotplug.hw.trace import Event
 from smm_hotplug.interfaces.qemu import qjson
 from smm_hotplug.interfaces.qemu import qmp as Q
-from smm_hotplug.interfaces.qemu.accel import HELP, AccelHelp
-from smm_hotplug.interfaces.qemu.cmdline import Chardev, CmdlineError, Options, parse
+from smm_hotplug.interfaces.qemu.accel import HELP
+from smm_hotplug.interfaces.qemu.cmdline import AccelHelpRequested, Chardev, CmdlineError, Options, parse
 from smm_hotplug.interfaces.qemu.qtest import QtestSession
 from smm_hotplug.interfaces.qemu.session import QemuMachine
 
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
             raise CmdlineError("nothing to serve: give -qtest and/or -qmp")
         endpoint = Endpoint(opts)
         endpoint.open()
-    except AccelHelp:
+    except AccelHelpRequested:
         warn()
         print(HELP, end="")
         sys.exit(0)
