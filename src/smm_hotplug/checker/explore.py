@@ -120,6 +120,7 @@ class CheckResult:
     # Accepted properties the run could not decide: hotplug-completes needs the whole space, so
     # a run stopped by a limit or by a deciding violation leaves it open (unless already found).
     undecided: tuple[str, ...] = ()
+    accel: str = "kvm"  # the accelerator whose CPU rules applied (hw.apic)
 
     @property
     def bound(self) -> int | None:
@@ -136,6 +137,7 @@ class CheckResult:
         return {
             "design": self.design,
             "firmware": self.firmware,
+            "accel": self.accel,
             "attacks": self.attacks,
             "scenario": None
             if sc is None
@@ -400,6 +402,7 @@ def check(
         undecided=tuple(
             p for p in accepted if p == "hotplug-completes" and p not in hits and not out.complete
         ),
+        accel=system.cfg.hw.accel,
     )
     if verdict in ("violated", "reached") and describe:
         res.trace = replay_trace(system, out.schedule)

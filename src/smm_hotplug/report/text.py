@@ -118,6 +118,7 @@ def simulation_json(res: SimResult, verbose: bool = False) -> dict[str, Any]:
     return {
         "design": sys_.design.id,
         "firmware": sys_.design.fw.version,
+        "accel": sys_.cfg.hw.accel,
         "scenario": {
             "boot_cpus": sc.boot_cpus,
             "max_cpus": sc.max_cpus,
