@@ -236,8 +236,7 @@ def test_matrix_expect_passes_on_the_committed_expectation_and_lists_each_change
         f"  sdm × {ATTACK}: expected holds, now violated smm-code-integrity",
         f"  sdm × all: not in {path}, now incomplete",
         "  dma-guard × none: expected violated smram-isolation, now holds",
-        "  retired-design × all: expected incomplete, "
-        "but the matrix has no such cell any more",
+        "  retired-design × all: expected incomplete, but the matrix has no such cell any more",
     ]
     # a restricted matrix compares its cells and says how many it left out
     part = run(
