@@ -120,6 +120,9 @@ class CheckResult:
     # Accepted properties the run could not decide: hotplug-completes needs the whole space, so
     # a run stopped by a limit or by a deciding violation leaves it open (unless already found).
     undecided: tuple[str, ...] = ()
+    # Historical fixes taken out of the model and later ones put in (designs/history.py).
+    reverted: tuple[str, ...] = ()
+    backported: tuple[str, ...] = ()
 
     @property
     def bound(self) -> int | None:
@@ -163,6 +166,8 @@ class CheckResult:
             "accepted": list(self.accepted),
             "findings": [f.to_json() for f in self.findings],
             "undecided": list(self.undecided),
+            "reverted": list(self.reverted),
+            "backported": list(self.backported),
         }
 
 
@@ -400,6 +405,8 @@ def check(
         undecided=tuple(
             p for p in accepted if p == "hotplug-completes" and p not in hits and not out.complete
         ),
+        reverted=system.design.reverted,
+        backported=system.design.backported,
     )
     if verdict in ("violated", "reached") and describe:
         res.trace = replay_trace(system, out.schedule)

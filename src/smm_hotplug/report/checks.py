@@ -22,6 +22,10 @@ ACTOR_WIDTH = 6  # as in the simulator's timeline
 def render_check(res: CheckResult, console: Console) -> None:
     attacks = ", ".join(res.attacks) or "none (benign)"
     console.print(Text(f"design {res.design}, firmware {res.firmware}, attacks: {attacks}", style="bold"))
+    if res.reverted or res.backported:
+        changes = [f"reverted: {', '.join(res.reverted)}"] if res.reverted else []
+        changes += [f"backported: {', '.join(res.backported)}"] if res.backported else []
+        console.print(Text(f"historical fixes {'; '.join(changes)}", style="bold"))
     if res.judged:
         line = f"properties deciding: {', '.join(res.judged)}"
         if res.accepted:
