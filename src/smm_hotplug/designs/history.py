@@ -403,8 +403,8 @@ def with_fixes(design: Design, revert: tuple[str, ...] = (), backport: tuple[str
         entry = get_entry(fid)
         if fid in backport:
             raise UsageError(f"{fid} cannot be both reverted and backported")
-        if entry.fix == BACKPORTED:
-            hw = replace(hw, backported=hw.backported - {fid})  # QEMU 7.2 as it is
+        if entry.fix == BACKPORTED:  # QEMU 7.2 as it is (named among the reverted fixes)
+            hw = replace(hw, backported=hw.backported - {fid}, reverted=hw.reverted | {fid})
         elif entry.firmware_fix:
             if fid in MISSING_FIXES.get(fw.version, frozenset()):
                 raise UsageError(
