@@ -16,8 +16,14 @@ from pathlib import Path
 from conftest import run_cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-# Examples too long for the test suite: the whole design × adversary report takes minutes.
-TOO_LONG = {"smm-hotplug report -o report.html"}
+# Examples too long for the test suite: the whole design × adversary report takes minutes; the
+# history catalog (matrix --history, and the report that runs it) is tests/test_history.py's.
+TOO_LONG = {
+    "smm-hotplug report -o report.html",
+    "smm-hotplug matrix --history",
+    "smm-hotplug report --design sdm --design smram-default-smbase --attack none "
+    "--attack os-code-at-default-smbase -o report.html",
+}
 TIME = re.compile(r"\b\d+(\.\d+)? s\b")
 
 
