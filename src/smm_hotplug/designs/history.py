@@ -52,7 +52,7 @@ class Setting:
 
     def describe(self) -> str:
         parts = [
-            f"-smp {self.boot_cpus},maxcpus={self.max_cpus}, plug {self.plug}, unplug {self.unplug}",
+            f"-smp cpus={self.boot_cpus},maxcpus={self.max_cpus}, plug {self.plug}, unplug {self.unplug}",
             "attacks: " + (", ".join(self.attacks) or "none"),
         ]
         if self.design != DEFAULT_DESIGN:

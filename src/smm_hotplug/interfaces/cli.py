@@ -554,7 +554,7 @@ def check(
         what = "the shortest trace as a sequence diagram" if sections else "no diagram (nothing violated)"
         note(f"HTML page written to {html_out}: the verdict table and {what}", as_json)
     if junit is not None:
-        _write_junit(junit, "check", scenario, [res], [], as_json)
+        _write_junit(junit, "check", setup.scenario, [res], [], as_json)
     sys.exit({"holds": EXIT_OK, "violated": EXIT_VIOLATED}.get(res.verdict, EXIT_USAGE))
 
 
