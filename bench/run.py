@@ -4,6 +4,8 @@
     python bench/run.py --quick    # the small figures only (the history catalog among them)
     python bench/run.py --default-all 0   # also shipped × all, default config, until the memory limit
                                           # (~95 min, ~20 GiB on a 24 GiB machine)
+    python bench/run.py --all-small-cap 5000000   # also shipped × all on 1 boot + 1 plugged CPU,
+                                                  # kvm and tcg, up to 5 M states (~25 min)
 
 Each benchmark runs in a fresh process so that its peak memory (max RSS, including the worker
 processes of the matrix) is its own.  Targets (issue 3): the whole matrix on the default
@@ -49,9 +51,17 @@ def bench_simulator() -> str:
     return f"simulator: {runs} default runs, {steps:,} steps in {dt:.2f} s = {steps / dt:,.0f} steps/s"
 
 
-def _check(label: str, scenario: Scenario, attacks: tuple[str, ...], cap: int | None) -> str:
+def _check(
+    label: str,
+    scenario: Scenario,
+    attacks: tuple[str, ...],
+    cap: int | None,
+    budgets: tuple[tuple[str, int], ...] = (),
+    accel: str | None = None,
+) -> str:
     before = rss_mib()
-    res = run_check(CheckSetup(SHIPPED, scenario, attacks), limits=Limits(states=cap), describe=False)
+    setup = CheckSetup(SHIPPED, scenario, attacks, accel=accel, budgets=budgets)
+    res = run_check(setup, limits=Limits(states=cap), describe=False)
     rate = res.states / res.seconds if res.seconds else 0.0
     per_state = (peak_mib() - before) * 2**20 / max(res.states, 1)
     bound = "" if res.bound is None else f" (every schedule of up to {res.bound} steps checked)"
@@ -66,7 +76,15 @@ def bench_checker_rate() -> str:
 
 
 def bench_all_small() -> str:
-    return _check(f"checker, {SHIPPED} × all, 1 boot + 1 plugged", Scenario(1, 2, 1, 0), ("all",), None)
+    """`all` on the smallest hot-add, with os-ipi's budget at 1 (at its default 3 the space is
+    beyond millions of states: `--all-small-cap`)."""
+    label = f"checker, {SHIPPED} × all (os-ipi budget 1), 1 boot + 1 plugged"
+    return _check(label, Scenario(1, 2, 1, 0), ("all",), None, budgets=(("os-ipi", 1),))
+
+
+def bench_all_small_default_budget(cap: int, accel: str) -> str:
+    label = f"checker, {SHIPPED} × all, 1 boot + 1 plugged, accel {accel} (capped at {cap:,} states)"
+    return _check(label, Scenario(1, 2, 1, 0), ("all",), cap, accel=accel)
 
 
 def bench_big_benign() -> str:
@@ -88,16 +106,17 @@ def bench_default_all(cap: int) -> str:
     return _check(label, Scenario(), ("all",), cap or None)
 
 
-def bench_matrix(cap: int | None) -> str:
+def bench_matrix(cap: int | None, accel: str = "kvm") -> str:
     t0 = time.perf_counter()
-    results = run_matrix(Scenario(), limits=Limits(states=cap))
+    results = run_matrix(Scenario(), limits=Limits(states=cap), accel=accel)
     dt = time.perf_counter() - t0
     verdicts = {v: sum(r.verdict == v for r in results) for v in ("holds", "violated", "incomplete")}
     slowest = max(results, key=lambda r: r.seconds)
     states = sum(r.states for r in results)
     limit = "uncapped" if cap is None else f"cells capped at {cap:,} states"
     return (
-        f"matrix, default config ({limit}; target ≤ 10 s): {len(results)} cells in {dt:.1f} s wall, "
+        f"matrix, accel {accel}, default config ({limit}; target ≤ 10 s): "
+        f"{len(results)} cells in {dt:.1f} s wall, "
         f"{states:,} states; {verdicts}; slowest cell {slowest.design} × "
         f"{(slowest.attacks or ['none'])[0]} {slowest.seconds:.1f} s"
     )
@@ -146,10 +165,25 @@ def _in_fresh_process(job: Callable[[], str]) -> tuple[str, float, float]:
     help="Also check the shipped design under `all` on the default config, up to STATES states "
     "(0: until the automatic memory limit).",
 )
-def main(quick: bool, cap: int, default_all: int | None) -> None:
+@click.option(
+    "--all-small-cap",
+    type=int,
+    default=None,
+    metavar="STATES",
+    help="Also check the shipped design under `all` (os-ipi at its default budget) on 1 boot + 1 "
+    "plugged CPU, under each accelerator, up to STATES states.",
+)
+def main(quick: bool, cap: int, default_all: int | None, all_small_cap: int | None) -> None:
     jobs: list[Callable[[], str]] = [bench_simulator, bench_checker_rate, bench_all_small, bench_history]
     if not quick:
-        jobs += [bench_big_benign, partial(bench_matrix, 300_000), partial(bench_big_all, cap)]
+        jobs += [
+            bench_big_benign,
+            partial(bench_matrix, 300_000),
+            partial(bench_matrix, 300_000, "tcg"),
+            partial(bench_big_all, cap),
+        ]
+    if all_small_cap is not None:
+        jobs += [partial(bench_all_small_default_budget, all_small_cap, a) for a in ("kvm", "tcg")]
     if default_all is not None:
         jobs.append(partial(bench_default_all, default_all))
     for job in jobs:

@@ -52,8 +52,8 @@ if "test.reloc" not in PROGRAMS:
         return None  # blocked forever: a CPU sitting in SMM
 
 
-def machine(init="hold"):
-    plat = Platform(platform_config(2, 4, hw=HardwareFeatures(init_in_smm=init)))
+def machine(accel="kvm"):
+    plat = Platform(platform_config(2, 4, hw=HardwareFeatures(accel=accel)))
     m = plat.power_on()
     m = plat.mem_put(m, 0x9000, Obj("code", "test.spin", 0x100, "os"), SMM, None)
     m = plat.mem_put(m, 0x38000, Obj("code", "test.reloc", 0x100, "firmware"), SMM, None)
@@ -87,14 +87,15 @@ def test_rsm_reloads_smbase_from_the_save_state_and_resumes():
     assert c.pc == (0x9000, "entry") and c.intr  # back where it was, IF restored
 
 
-def test_rsm_without_relocation_bit_keeps_smbase():
-    plat, m = machine()
+@pytest.mark.parametrize(("accel", "smbase"), [("tcg", DEFAULT_SMBASE), ("kvm", 0x7000000)])
+def test_rsm_without_relocation_bit_keeps_smbase_under_tcg_only(accel, smbase):
+    plat, m = machine(accel)
     m = plat.deliver(m, 1, DM_SMI, 0, Log())
     m, _ = step(plat, m, 1)
     m = plat.mem_write(m, DEFAULT_SMBASE + SS_REVISION_ID, 4, 0x00000064, SMM, "firmware", None)
     m, _ = step(plat, m, 1)
     m, _ = step(plat, m, 1)
-    assert m.cpus[1].smbase == DEFAULT_SMBASE
+    assert m.cpus[1].smbase == smbase
 
 
 def test_smis_in_smm_collapse_into_one_taken_after_rsm():
@@ -112,8 +113,8 @@ def test_smis_in_smm_collapse_into_one_taken_after_rsm():
     assert not m.cpus[1].smi
 
 
-def test_init_in_smm_is_held_until_rsm_and_keeps_smbase():
-    plat, m = machine("hold")
+def test_kvm_holds_init_in_smm_until_rsm_and_keeps_the_new_smbase():
+    plat, m = machine("kvm")
     m = plat.deliver(m, 1, DM_SMI, 0, Log())
     m, _ = step(plat, m, 1)
     m = plat.deliver(m, 1, DM_INIT, 0, Log())
@@ -126,34 +127,35 @@ def test_init_in_smm_is_held_until_rsm_and_keeps_smbase():
 
 
 def test_tcg_init_in_smm_resets_at_once_and_drops_pending_smi():
-    plat, m = machine("reset")
+    plat, m = machine("tcg")
     m = plat.deliver(m, 1, DM_SMI, 0, Log())
     m, _ = step(plat, m, 1)
     m = plat.deliver(m, 1, DM_SMI, 0, Log())
     m = plat.deliver(m, 1, DM_INIT, 0, Log())
+    m, _ = step(plat, m, 1)  # the INIT, before the SMM code's next instruction
     c = m.cpus[1]
     assert c.mode == WAIT_SIPI and not c.smm and not c.smi and c.smbase == DEFAULT_SMBASE
 
 
-def test_smi_to_a_cpu_waiting_for_sipi_stays_pending_until_started():
-    plat, m = machine()
+def test_kvm_holds_an_smi_to_a_cpu_waiting_for_sipi_until_started():
+    plat, m = machine("kvm")
     m = set_cpu(m, 2, Cpu(mode=WAIT_SIPI))
     m = plat.deliver(m, 2, DM_SMI, 0, Log())
     assert plat.cpu_step(m, 2, Log()) is None
     m = plat.deliver(m, 2, DM_INIT, 0, Log())  # INIT does not drop it
     m = plat.deliver(m, 2, DM_SIPI, 0x09, Log())
-    assert m.cpus[2].mode == RUNNING and m.cpus[2].smi
-    m, _ = step(plat, m, 2)
-    assert m.cpus[2].smm  # enters SMM at once, before executing the SIPI vector
+    m, _ = step(plat, m, 2)  # one guest entry: INIT, SIPI, and the SMI before the first instruction
+    assert m.cpus[2].smm and not m.cpus[2].smi
     assert plat.mem_object(m, DEFAULT_SMBASE + 0xFF78, SMM).value == ("rip", (0x9000, "entry"))
 
 
 def test_sipi_starts_only_a_waiting_cpu():
     plat, m = machine()
-    m = plat.deliver(m, 1, DM_SIPI, 0x20, Log())
-    assert m.cpus[1].pc == (0x9000, "entry")
+    m = plat.deliver(m, 1, DM_SIPI, 0x20, Log())  # halted in the OS: woken, continues after HLT
+    assert m.cpus[1].pc == (0x9000, "entry") and m.cpus[1].mode == RUNNING
     m = plat.deliver(m, 1, DM_INIT, 0, Log())
     m = plat.deliver(m, 1, DM_SIPI, 0x09, Log())
+    m, _ = step(plat, m, 1)
     assert m.cpus[1].pc == (0x9000, "entry") and m.cpus[1].mode == RUNNING
 
 

@@ -174,7 +174,7 @@ def test_the_monarch_proceeds_without_a_cpu_that_cannot_arrive_and_leaves_its_sm
     system = _system(Scenario(plug=0, unplug=0))
     res = simulate(system, seed=0)
     w = res.final  # settled: both CPUs idle in the OS
-    m = set_cpu(w.m, 1, after_init(w.m.cpus[1]))  # cpu1 was sent INIT: it waits for SIPI
+    m = set_cpu(w.m, 1, after_init(w.m.cpus[1], False, None, True))  # cpu1 was sent INIT: it waits for SIPI
     m = set_cpu(m, 0, m.cpus[0]._replace(smi=True))  # an SMI for the BSP alone
     w, lines = _run_on(system, w._replace(m=m))
     assert any("APIC IDs [1] not in SMM at the first sync timeout" in x for x in lines)
@@ -191,7 +191,7 @@ def test_a_cpu_that_checks_in_after_the_door_is_locked_takes_no_part_and_leaves(
     system = _system(Scenario(plug=0, unplug=0))
     lay = FW.smram_layout(system.cfg)
     w = simulate(system, seed=0).final
-    m = set_cpu(w.m, 1, after_init(w.m.cpus[1]))  # cpu1 waits for SIPI: it cannot arrive
+    m = set_cpu(w.m, 1, after_init(w.m.cpus[1], False, None, True))  # cpu1 waits for SIPI: it cannot arrive
     m = set_cpu(m, 0, m.cpus[0]._replace(smi=True))
     w = w._replace(m=m)
     while _read(system, w, lay.counter, 4) != FW.COUNTER_LOCKED:

@@ -1,10 +1,11 @@
 """The README's examples are what the tool prints.
 
-Every fenced example that starts with ``$ smm-hotplug …`` is run as printed (in a scratch
-directory, so that the trace files it saves land there), and every line quoted under it must
-appear in what the command prints, in that order.  ``...`` on a line of its own stands for lines
-left out; a line ending in ``...`` for the rest of that line.  Times (``1.86 s``) depend on the
-machine and are compared as "some time"; everything else must match exactly.
+Every fenced example that starts with ``$ smm-hotplug …`` (also one indented inside a list item)
+is run as printed (in a scratch directory, so that the trace files it saves land there), and every
+line quoted under it must appear in what the command prints, in that order.  ``...`` on a line
+of its own stands for lines left out; a line ending in ``...`` for the rest of that line.  Times
+(``1.86 s``) depend on the machine and are compared as "some time"; everything else must match
+exactly.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 from conftest import run_cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-# Examples too long for the test suite: the whole design × adversary report takes minutes; the
-# history catalog (matrix --history, and the report that runs it) is tests/test_history.py's.
+# Examples too long for the test suite: the whole design × adversary report takes minutes, the
+# proof of `all` on the smallest hot-add about a minute; the history catalog (matrix --history, and
+# the report that runs it) is tests/test_history.py's.
 TOO_LONG = {
     "smm-hotplug report -o report.html",
+    "smm-hotplug check --attack all --budget os-ipi=1 --boot-cpus 1 --max-cpus 2 --plug 1 --unplug 0",
     "smm-hotplug matrix --history",
     "smm-hotplug report --design sdm --design smram-default-smbase --attack none "
     "--attack os-code-at-default-smbase -o report.html",
@@ -31,15 +34,17 @@ def examples() -> list[tuple[str, list[str]]]:
     """(command line, quoted lines) of every `$ smm-hotplug` example, in README order."""
     out: list[tuple[str, list[str]]] = []
     current: list[str] | None = None  # the quoted lines of the example being read
+    indent = 0  # of the example's fence (an example inside a list item is indented)
     for line in README.read_text().splitlines():
-        if line.startswith("```"):
+        if line.lstrip().startswith("```"):
             current = None  # a fence opens or closes a block: no example is being read
             continue
-        if line.startswith("$ smm-hotplug "):
+        if line.lstrip().startswith("$ smm-hotplug "):
+            indent = len(line) - len(line.lstrip())
             current = []
-            out.append((line[2:].split("  #")[0].strip(), current))
+            out.append((line.lstrip()[2:].split("  #")[0].strip(), current))
         elif current is not None and line.strip():
-            current.append(line)
+            current.append(line[indent:])
     return out
 
 

@@ -19,7 +19,7 @@ from smm_hotplug.firmware.image import RESET_PC, flash
 from smm_hotplug.guest import kernel
 from smm_hotplug.hw import lpc, management
 from smm_hotplug.hw.config import PlatformConfig, Smp, Topology, platform_config
-from smm_hotplug.hw.cpu import HALTED
+from smm_hotplug.hw.cpu import HALTED, NO_SIPI
 from smm_hotplug.hw.platform import Platform
 from smm_hotplug.hw.state import Machine
 from smm_hotplug.hw.trace import Log, NullLog
@@ -164,7 +164,16 @@ class System:
         for c in m.cpus:
             if not c.present:
                 continue
-            if c.smm or c.smi or c.init or c.irq or c.mode != HALTED or c.pc is None:
+            if (
+                c.smm
+                or c.smi
+                or c.init
+                or c.nmi
+                or c.sipi != NO_SIPI
+                or c.irq
+                or c.mode != HALTED
+                or c.pc is None
+            ):
                 return False
             if c.pc[1] not in IDLE_LABELS:
                 return False

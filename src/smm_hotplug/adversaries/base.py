@@ -69,21 +69,28 @@ class Adversary:
         return False
 
 
-# (system, cpus, mem, mch, answer) of the previous os_cpu() call: what the answer depends on.
+# (system, cpus, mem, mch, answer) of the previous os_cpus() call: what the answer depends on.
 _last: list = [None, None, None, None, None]
 
 
-def os_cpu(system: System, m: Machine) -> int | None:
-    """A CPU the OS is running on (outside SMM, in OS code, able to run), if any."""
+def os_cpus(system: System, m: Machine) -> tuple[int, ...]:
+    """The CPUs the OS is running on (outside SMM, in OS code, able to run)."""
     if _last[0] is system and _last[1] is m.cpus and _last[2] is m.mem and _last[3] is m.mch:
         return _last[4]
-    slot = _find_os_cpu(system, m)
-    _last[:] = [system, m.cpus, m.mem, m.mch, slot]
-    return slot
+    slots = _find_os_cpus(system, m)
+    _last[:] = [system, m.cpus, m.mem, m.mch, slots]
+    return slots
 
 
-def _find_os_cpu(system: System, m: Machine) -> int | None:
+def os_cpu(system: System, m: Machine) -> int | None:
+    """A CPU the OS is running on, if any (the first)."""
+    slots = os_cpus(system, m)
+    return slots[0] if slots else None
+
+
+def _find_os_cpus(system: System, m: Machine) -> tuple[int, ...]:
     plat = system.plat
+    out = []
     for slot, c in enumerate(m.cpus):
         if not c.present or c.smm or c.pc is None:
             continue
@@ -91,13 +98,15 @@ def _find_os_cpu(system: System, m: Machine) -> int | None:
             continue
         _, writer = plat.fetch(m, c.pc[0], CPU)
         if writer == "os":
-            return slot
-    return None
+            out.append(slot)
+    return tuple(out)
 
 
-def os_bus(system: System, m: Machine, log: Log) -> Bus:
-    """The accesses of code the OS runs on one of its CPUs (provenance "os")."""
-    slot = os_cpu(system, m)
+def os_bus(system: System, m: Machine, log: Log, slot: int | None = None) -> Bus:
+    """The accesses of code the OS runs on one of its CPUs (provenance "os"): ``slot``, or the
+    first CPU it runs."""
+    if slot is None:
+        slot = os_cpu(system, m)
     assert slot is not None
     return Bus(system.plat, m, slot, log, "os", "os.adversary")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from smm_hotplug.adversaries.base import (
     DMA_DEVICE,
@@ -17,13 +17,13 @@ from smm_hotplug.adversaries.base import (
     os_bus,
     os_cpu,
 )
-from smm_hotplug.adversaries.payload import OS_PAYLOAD_SMBASE, ROGUE_PAGE
+from smm_hotplug.adversaries.ipi import EarlyInitSipi, EarlySmi, InitInSmm, OsIpi
+from smm_hotplug.adversaries.payload import OS_PAYLOAD_SMBASE
 from smm_hotplug.code import PROGRAMS
 from smm_hotplug.errors import UsageError
 from smm_hotplug.firmware import layout as FW
-from smm_hotplug.guest import kernel
 from smm_hotplug.hw import cpuhp, mch
-from smm_hotplug.hw.cpu import DM_INIT, DM_SIPI, DM_SMI, SMI_HANDLER_OFFSET, WAIT_SIPI
+from smm_hotplug.hw.cpu import SMI_HANDLER_OFFSET
 from smm_hotplug.hw.memory import Obj
 from smm_hotplug.hw.state import Machine, set_cpu
 from smm_hotplug.hw.trace import Log
@@ -78,69 +78,6 @@ class CodeAtDefaultSmbase(Adversary):
 
 def _blocked(system, m: Machine, addr: int, view: str) -> bool:
     return system.plat.decode(m, addr, view)[0] != RAM
-
-
-# -- IPIs ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EarlySmi(Adversary):
-    def actions(self, system, w):
-        out: list[tuple[str, Action]] = []
-        for slot, c in enumerate(w.m.cpus):
-            if not c.present or c.smi:
-                continue
-
-            def act(system, w, log, slot=slot):
-                bus = os_bus(system, w.m, log)
-                bus.ipi(system.cfg.apic_id(slot), DM_SMI)
-                return bus.m
-
-            out.append((f"the OS sends an SMI IPI to cpu{slot}", act))
-        return out
-
-
-@dataclass(frozen=True)
-class EarlyInitSipi(Adversary):
-    def actions(self, system, w):
-        out: list[tuple[str, Action]] = []
-        for slot, c in enumerate(w.m.cpus):
-            if not c.present or c.mode != WAIT_SIPI:
-                continue
-
-            def act(system, w, log, slot=slot):
-                m = adv_put(system, w.m, ROGUE_PAGE, Obj("code", "os.rogue", 0x100, "os"), CPU, log)
-                bus = os_bus(system, m, log)
-                apic = system.cfg.apic_id(slot)
-                bus.ipi(apic, DM_INIT)
-                bus.ipi(apic, DM_SIPI, ROGUE_PAGE >> 12)
-                return bus.m
-
-            out.append((f"the OS starts cpu{slot} with INIT-SIPI before the firmware relocated it", act))
-        return out
-
-
-@dataclass(frozen=True)
-class InitInSmm(Adversary):
-    """INIT to CPUs in SMM that the OS does not run itself (new CPUs, CPUs it offlined)."""
-
-    def actions(self, system, w):
-        out: list[tuple[str, Action]] = []
-        plat = system.plat
-        for slot, c in enumerate(w.m.cpus):
-            if not c.present or not c.smm or c.init:
-                continue
-            apic = system.cfg.apic_id(slot)
-            online = plat.mem_read(w.m, kernel.online_flag(apic), 1, CPU)
-            offlined = plat.mem_read(w.m, kernel.offline_ack(apic), 1, CPU)
-            if online and not offlined:
-                continue
-
-            def act(system, w, log, apic=apic):
-                bus = os_bus(system, w.m, log)
-                bus.ipi(apic, DM_INIT)
-                return bus.m
-
-            out.append((f"the OS sends INIT to cpu{slot}, which is in SMM", act))
-        return out
 
 
 @dataclass(frozen=True)
@@ -350,6 +287,14 @@ def _catalog() -> dict[str, Adversary]:
         Migration(
             "migration", "the operator live-migrates the VM at any moment (QEMU 7.2)", TIMING, in_all=False
         ),
+        OsIpi(
+            "os-ipi",
+            "the OS sends INIT, SIPI (to its own code or firmware code), SMI and NMI IPIs to any CPU "
+            "or all but itself, in any order, at any time",
+            OS,
+            budget=3,
+            waives=PROTOCOL,
+        ),
     ]
     return {a.id: a for a in advs}
 
@@ -358,7 +303,8 @@ ADVERSARIES: dict[str, Adversary] = _catalog()
 ALL = "all"
 
 
-def resolve(ids: list[str] | tuple[str, ...]) -> tuple[Adversary, ...]:
+def resolve(ids: list[str] | tuple[str, ...], budgets: dict[str, int] | None = None) -> tuple[Adversary, ...]:
+    """The adversaries named (``all``: every one), with ``budgets`` overriding their budgets."""
     out: list[Adversary] = []
     for aid in ids:
         if aid == ALL:
@@ -370,4 +316,33 @@ def resolve(ids: list[str] | tuple[str, ...]) -> tuple[Adversary, ...]:
             raise UsageError(f"unknown attack '{aid}' (known: {', '.join(ADVERSARIES)}, {ALL})")
         if ADVERSARIES[aid] not in out:
             out.append(ADVERSARIES[aid])
-    return tuple(out)
+    budgets = budgets or {}
+    check_budgets(budgets)
+    for aid in budgets:
+        if ADVERSARIES[aid] not in out:
+            raise UsageError(f"--budget {aid}={budgets[aid]}: {aid} is not among the attacks of this run")
+    return tuple(replace(a, budget=budgets[a.id]) if a.id in budgets else a for a in out)
+
+
+def check_budgets(budgets: dict[str, int]) -> None:
+    """Budgets name known adversaries that act, and are at least 1."""
+    for aid, n in budgets.items():
+        adv = ADVERSARIES.get(aid)
+        if adv is None:
+            raise UsageError(f"--budget {aid}={n}: unknown attack '{aid}' (known: {', '.join(ADVERSARIES)})")
+        if adv.kind == TIMING:
+            raise UsageError(
+                f"--budget {aid}={n}: {aid} does not act (it takes away the operator's patience)"
+            )
+        if n < 1:
+            raise UsageError(
+                f"--budget {aid}={n}: a budget must be at least 1 (leave the attack out instead)"
+            )
+
+
+def parse_budget(spec: str) -> tuple[str, int]:
+    """``ID=N`` from the command line."""
+    aid, sep, count = spec.partition("=")
+    if not sep or not aid or not count.strip().lstrip("-").isdigit():
+        raise UsageError(f"--budget {spec}: expected ID=N, e.g. os-ipi=2")
+    return aid, int(count)

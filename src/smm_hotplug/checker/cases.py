@@ -111,7 +111,7 @@ def started_cpu_at_gate(system: System, w: World) -> bool:
         if plat.cpu_step(w.m, slot, NullLog()) is not None:
             continue  # not waiting: the gate is open for it, or there is no gate
         rip = plat.mem_object(w.m, c.smbase + SS_RIP, SMM)
-        if rip is None or rip.kind != "sym" or rip.value[0] != "rip":
+        if rip is None or rip.kind != "sym" or rip.value[0] != "rip" or rip.value[1] is None:
             continue
         _, writer = plat.fetch(w.m, rip.value[1][0], CPU)
         if writer == "os":

@@ -3,7 +3,9 @@ expectation, a regression gate for firmware and VMM changes.
 
 The expectation is what ``matrix --json`` prints: a list of check objects.  Of each, ``design``,
 ``attacks``, ``scenario``, ``verdict`` and ``property`` are compared; the figures (states,
-seconds, …) are not, since they change with every optimisation of the checker.
+seconds, …) are not, since they change with every optimisation of the checker.  ``scenario``
+and, where the file has them, ``firmware`` and ``accel`` must be this matrix's: a file for
+another configuration is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class ExpectedCell(BaseModel):
     scenario: ScenarioModel
     verdict: Literal["holds", "violated", "incomplete"]
     property: StrictStr | None
+    firmware: StrictStr | None = None  # optional: a trimmed file may leave them out
+    accel: StrictStr | None = None
 
     @property
     def column(self) -> str:
@@ -81,8 +85,9 @@ class Expectation:
         return changed, outside
 
 
-def load(path: str, scenario: Scenario) -> Expectation:
-    """Read and validate an expectation file for a matrix of ``scenario``."""
+def load(path: str, scenario: Scenario, firmware: str | None = None, accel: str | None = None) -> Expectation:
+    """Read and validate an expectation file for a matrix of ``scenario`` (with ``firmware`` and
+    ``accel``, checked against the cells that name theirs)."""
     what = f"expectation file {path}"
     doc = jsonfile.loads(jsonfile.read_text(path, what), what)
     cells = jsonfile.validate(doc, _SCHEMA, what)
@@ -104,5 +109,12 @@ def load(path: str, scenario: Scenario) -> Expectation:
                 f"{what}: [{i}].scenario: the expectation is for {_scenario_text(sc)}, "
                 f"this matrix checks {_scenario_text(scenario)}"
             )
+        for field, ours in (("firmware", firmware), ("accel", accel)):
+            theirs = getattr(cell, field)
+            if theirs is not None and ours is not None and theirs != ours:
+                raise UsageError(
+                    f"{what}: [{i}].{field}: the expectation is for {field} {theirs}, this matrix "
+                    f"checks {field} {ours}"
+                )
         by[key] = cell
     return Expectation(path, by)

@@ -120,6 +120,7 @@ class CheckResult:
     # Accepted properties the run could not decide: hotplug-completes needs the whole space, so
     # a run stopped by a limit or by a deciding violation leaves it open (unless already found).
     undecided: tuple[str, ...] = ()
+    accel: str = "kvm"  # the accelerator whose CPU rules applied (hw.apic)
     # Historical fixes taken out of the model and later ones put in (designs/history.py).
     reverted: tuple[str, ...] = ()
     backported: tuple[str, ...] = ()
@@ -139,6 +140,7 @@ class CheckResult:
         return {
             "design": self.design,
             "firmware": self.firmware,
+            "accel": self.accel,
             "attacks": self.attacks,
             "scenario": None
             if sc is None
@@ -405,6 +407,7 @@ def check(
         undecided=tuple(
             p for p in accepted if p == "hotplug-completes" and p not in hits and not out.complete
         ),
+        accel=system.cfg.hw.accel,
         reverted=system.design.reverted,
         backported=system.design.backported,
     )

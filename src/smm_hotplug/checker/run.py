@@ -20,10 +20,12 @@ from smm_hotplug.checker.explore import (
 from smm_hotplug.checker.limits import Limits
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.designs.catalog import DESIGNS
+from smm_hotplug.errors import UsageError
 from smm_hotplug.firmware.options import DEFAULT_FIRMWARE
 from smm_hotplug.world import Scenario
 
 NONE = "none"  # the benign baseline column of the matrix
+Budgets = tuple[tuple[str, int], ...]  # (adversary id, budget) overrides
 
 
 def run_check(
@@ -55,7 +57,8 @@ def matrix_columns() -> list[str]:
     return [NONE, *ADVERSARIES, ALL]
 
 
-Cell = tuple[str, str, Scenario, Limits | None, str]  # design, column, scenario, limits, firmware
+Cell = tuple[str, str, Scenario, Limits | None, str, str | None, Budgets]
+# design, column, scenario, limits, firmware, accel, budgets
 
 
 class MatrixInterrupted(Exception):
@@ -70,9 +73,18 @@ class MatrixInterrupted(Exception):
 
 
 def _cell(args: Cell) -> CheckResult:
-    design, column, scenario, limits, firmware = args
+    design, column, scenario, limits, firmware, accel, budgets = args
     attacks = () if column == NONE else (column,)
-    return run_check(CheckSetup(design, scenario, attacks, firmware=firmware), limits=limits, describe=False)
+    resolved = {a.id for a in resolve(list(attacks))}
+    setup = CheckSetup(
+        design,
+        scenario,
+        attacks,
+        accel=accel,
+        budgets=tuple((a, n) for a, n in budgets if a in resolved),
+        firmware=firmware,
+    )
+    return run_check(setup, limits=limits, describe=False)
 
 
 def _worker_init() -> None:
@@ -95,20 +107,29 @@ def run_matrix(
     columns: list[str] | None = None,
     done: Callable[[CheckResult, int, int], None] | None = None,
     firmware: str = DEFAULT_FIRMWARE,
+    accel: str | None = None,
+    budgets: Budgets = (),
 ) -> list[CheckResult]:
     """Every design against every column (no adversary, each adversary, all), in parallel; ``limits``
-    apply to each cell (an automatic memory limit is shared out between the workers).  ``done``
-    is told of each finished cell: (result, cells finished, cells in all).  ``firmware``: the edk2
+    apply to each cell (an automatic memory limit is shared out between the workers), ``accel``
+    and ``budgets`` (adversary id, budget) to every cell the adversary is in.  ``done`` is told
+    of each finished cell: (result, cells finished, cells in all).  ``firmware``: the edk2
     version every design's firmware follows.  Ctrl-C stops every worker at once and raises
     MatrixInterrupted with the cells that finished."""
     designs = designs or list(DESIGNS)
     columns = columns or matrix_columns()
     for d in designs:
-        CheckSetup(d, scenario, firmware=firmware).system()  # unknown ids and counts fail here, once
-    resolve([c for c in columns if c != NONE])
+        # unknown ids and impossible counts fail here, once
+        CheckSetup(d, scenario, firmware=firmware, accel=accel).system()
+    in_play = {a.id for a in resolve([c for c in columns if c != NONE])}
+    for aid, n in budgets:
+        if aid not in in_play:
+            raise UsageError(f"--budget {aid}={n}: {aid} is not among the attacks of this run")
     workers = workers or min(len(designs) * len(columns), os.cpu_count() or 1)
     limits = (limits or Limits()).per_worker(workers)
-    cells: list[Cell] = [(d, col, scenario, limits, firmware) for d in designs for col in columns]
+    cells: list[Cell] = [
+        (d, col, scenario, limits, firmware, accel, budgets) for d in designs for col in columns
+    ]
     results: list[CheckResult | None] = [None] * len(cells)
 
     def record(i: int, res: CheckResult) -> None:

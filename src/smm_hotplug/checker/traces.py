@@ -31,16 +31,17 @@ from smm_hotplug.designs.catalog import get_design, with_options
 from smm_hotplug.designs.history import with_fixes
 from smm_hotplug.errors import UsageError
 from smm_hotplug.firmware.options import DEFAULT_FIRMWARE, FIRMWARE_VERSIONS
-from smm_hotplug.hw.config import Topology
+from smm_hotplug.hw.config import ACCELS, Topology
 from smm_hotplug.world import Scenario, System, World, make_system
 
-FORMAT = "smm-hotplug-trace/2"
+FORMAT = "smm-hotplug-trace/3"
 FORMAT_PREFIX = "smm-hotplug-trace/"
 # Replaying a hotplug-completes violation explores what can follow the states on its path, to
 # confirm where the scenario stops being able to complete; this bounds each such search.
 STUCK_STATE_LIMIT = 200_000
 # Largest CPU count a trace may name (the schema's bound; the model checks the real limits).
 MAX_COUNT = 255
+MAX_BUDGET = 1_000_000  # the schema's bound on an adversary's budget
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class CheckSetup:
     design: str
     scenario: Scenario = field(default_factory=Scenario)
     attacks: tuple[str, ...] = ()
-    init_in_smm: str | None = None
+    accel: str | None = None
+    budgets: tuple[tuple[str, int], ...] = ()  # (adversary id, budget) overrides
     vmm_keeps_smbase: bool | None = None
     no_window_lock: bool = False
     no_smram_lock: bool = False
@@ -63,7 +65,7 @@ class CheckSetup:
 
     def options(self) -> dict[str, Any]:
         return {
-            "init_in_smm": self.init_in_smm,
+            "accel": self.accel,
             "vmm_keeps_smbase": self.vmm_keeps_smbase,
             "no_window_lock": self.no_window_lock,
             "no_smram_lock": self.no_smram_lock,
@@ -79,7 +81,7 @@ class CheckSetup:
         opts = self.options()
         del opts["revert"], opts["backport"]
         design = with_fixes(with_options(get_design(self.design), **opts), self.revert, self.backport)
-        return make_system(design, self.scenario, resolve(list(self.attacks)))
+        return make_system(design, self.scenario, resolve(list(self.attacks), dict(self.budgets)))
 
 
 # -- the schema ------------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ class ScenarioModel(_Strict):
 
 
 class OptionsModel(_Strict):
-    init_in_smm: Literal["hold", "reset"] | None = None
+    accel: Literal[ACCELS] | None = None  # type: ignore[valid-type]
     vmm_keeps_smbase: StrictBool | None = None
     no_window_lock: StrictBool = False
     no_smram_lock: StrictBool = False
@@ -129,15 +131,17 @@ class StepModel(_Strict):
 
 
 class TraceFile(_Strict):
-    """A trace file (format ``smm-hotplug-trace/2``)."""
+    """A trace file (format ``smm-hotplug-trace/3``: /3 replaced /2's ``init_in_smm`` option by the
+    accelerator profile, ``accel``, and added ``budgets``)."""
 
-    format: Literal["smm-hotplug-trace/2"]
+    format: Literal["smm-hotplug-trace/3"]
     tool_version: StrictStr
     model_digest: StrictStr
     design: StrictStr
     options: OptionsModel
     scenario: ScenarioModel
     attacks: list[StrictStr]
+    budgets: dict[StrictStr, Annotated[StrictInt, Field(ge=1, le=MAX_BUDGET)]] = {}  # --budget ID=N
     judged: list[StrictStr]
     verdict: Literal["violated", "reached"]
     property: StrictStr | None
@@ -189,6 +193,7 @@ def trace_document(setup: CheckSetup, result: Any, case: str | None = None) -> d
             **({"topology": sc.topology._asdict()} if sc.topology else {}),
         },
         "attacks": list(setup.attacks),
+        "budgets": dict(setup.budgets),
         "judged": list(result.judged),
         "verdict": doc["verdict"],
         "property": doc["property"],
@@ -267,7 +272,8 @@ def replay(path: str, detail: bool = False) -> Replay:
             None if sc.topology is None else Topology(**sc.topology.model_dump()),
         ),
         attacks=tuple(rec.attacks),
-        init_in_smm=opts.init_in_smm,
+        accel=opts.accel,
+        budgets=tuple(rec.budgets.items()),
         vmm_keeps_smbase=opts.vmm_keeps_smbase,
         no_window_lock=opts.no_window_lock,
         no_smram_lock=opts.no_smram_lock,

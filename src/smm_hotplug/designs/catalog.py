@@ -17,7 +17,7 @@ from smm_hotplug.firmware.options import (
     RELOC_NONE,
     FirmwareOptions,
 )
-from smm_hotplug.hw.config import SMI_F_ALL, HardwareFeatures
+from smm_hotplug.hw.config import ACCELS, SMI_F_ALL, HardwareFeatures
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def get_design(design_id: str) -> Design:
 def with_options(
     design: Design,
     *,
-    init_in_smm: str | None = None,
+    accel: str | None = None,
     vmm_keeps_smbase: bool | None = None,
     no_window_lock: bool = False,
     no_smram_lock: bool = False,
@@ -113,10 +113,10 @@ def with_options(
         if firmware not in FIRMWARE_VERSIONS:
             raise UsageError(f"unknown firmware '{firmware}' (known: {', '.join(FIRMWARE_VERSIONS)})")
         fw = replace(fw, version=firmware)
-    if init_in_smm is not None:
-        if init_in_smm not in ("hold", "reset"):
-            raise UsageError(f"unknown INIT-in-SMM behaviour '{init_in_smm}' (hold or reset)")
-        hw = replace(hw, init_in_smm=init_in_smm)
+    if accel is not None:
+        if accel not in ACCELS:
+            raise UsageError(f"unknown accelerator '{accel}' (known: {', '.join(ACCELS)})")
+        hw = replace(hw, accel=accel)
     if vmm_keeps_smbase is not None:
         hw = replace(hw, vmm_keeps_smbase=vmm_keeps_smbase)
     if no_window_lock:

@@ -56,6 +56,13 @@ def _key(r: Boot, name: str) -> int:
 
 @boot.step("entry")
 def _pmbase(b, r):
+    # The reset vector reached again after boot: the BSP after an INIT, or an AP whose SMI or
+    # NMI interrupted its reset state (TCG).  OVMF's PlatformPei sees ACPI I/O already enabled
+    # (AcpiPmControl skips PMBASE then), but its SEC/PEI have no path for a machine already
+    # booted; the model does not follow the CPU into them and stops it here.
+    if b.apic_id != L.BSP_APIC_ID or b.pci_read(lpc.DEVFN, lpc.ACPI_CTRL, 1) & lpc.ACPI_CTRL_ACPI_EN:
+        b.note("firmware: reset vector reached after boot; the model stops this CPU here")
+        return "stopped"
     b.note("firmware: reset vector; programming PMBASE, ACPI_CNTL and SMI_EN")
     b.pci_write(lpc.DEVFN, lpc.PMBASE, 4, L.PMBASE)
     b.pci_write(lpc.DEVFN, lpc.ACPI_CTRL, 1, lpc.ACPI_CTRL_ACPI_EN)
@@ -191,6 +198,13 @@ def _ap_count(b, r: Boot):
     b.install(L.FIRST_SMI_HANDLER, "fw.reloc_stub")
     b.install(L.RELOC_DONE_CODE, "fw.reloc_done")
     return "reloc_next", r._replace(aps=(*aps, b.apic_id), idx=0)
+
+
+@boot.step("stopped")
+def _stopped(b, r):
+    b.cli()
+    b.hlt()
+    return "stopped"
 
 
 def _slot_of(b, apic: int) -> int:

@@ -16,14 +16,14 @@ from typing import Any
 from smm_hotplug.code import PROGRAMS, Regs, StepResult
 from smm_hotplug.hw import apic, machine, views
 from smm_hotplug.hw.board import Board
-from smm_hotplug.hw.cpu import HALTED, RUNNING, WAIT_SIPI
+from smm_hotplug.hw.cpu import HALTED, RUNNING
 from smm_hotplug.hw.memory import Obj
 from smm_hotplug.hw.state import Machine, set_cpu
 from smm_hotplug.hw.trace import Log, NullLog
 
 
 class Bus:
-    __slots__ = ("_changes", "_jump", "board", "log", "m", "owner", "prog", "rsm_requested", "slot")
+    __slots__ = ("_changes", "_jump", "_stop", "board", "log", "m", "owner", "prog", "rsm_requested", "slot")
 
     def __init__(self, board: Board, m: Machine, slot: int, log: Log, owner: str, prog: str) -> None:
         self.board = board
@@ -34,6 +34,7 @@ class Bus:
         self.prog = prog
         self._changes: dict[str, Any] = {}
         self._jump: tuple[int, str, Regs] | None = None
+        self._stop = False
         self.rsm_requested = False  # the step executed RSM (hw.core performs it)
 
     # -- identity ----------------------------------------------------------------------------
@@ -151,10 +152,8 @@ class Bus:
         for slot, c in enumerate(self.m.cpus):
             if not c.present or cfg.apic_id(slot) != apic_id:
                 continue
-            if c.mode == WAIT_SIPI:
-                return True
             if not c.smm:
-                return not c.smi
+                return not apic.will_take_smi(self.board, c)
             if c.pc is None:
                 return True
             obj = views.object_at(self.board, self.m, c.pc[0], views.SMM)
@@ -166,8 +165,9 @@ class Bus:
     def init_delay_elapsed(self, apic_id: int) -> bool:
         """The delay between INIT and SIPI (10 ms, MP specification B.4) has passed.
 
-        The model has no clock; the delay is over once the target has acted on the INIT — it
-        is not in SMM with work left to do, and holds no INIT it has yet to process.  A target
+        The model has no clock; the delay is over once the target has acted on the INIT, or
+        cannot act on it before something else happens (a halted CPU the accelerator does not
+        wake for INIT, an INIT held in SMM), and it is not in SMM with work left to do.  A target
         stuck in SMM (blocked, e.g. knocking on a gate nobody opens) does not hold the delay up,
         just as a real sender would not wait longer than 10 ms for it.
         """
@@ -175,11 +175,10 @@ class Bus:
         for slot, c in enumerate(self.m.cpus):
             if not c.present or cfg.apic_id(slot) != apic_id:
                 continue
-            if not c.smm:
-                return not c.init
-            # In SMM a CPU takes no event but an INIT it is not made to hold (hw.apic).
             if c.init and apic.pending(self.board, self.m, slot) == apic.TAKE_INIT:
                 return False
+            if not c.smm:
+                return True
             return c.mode != RUNNING or step_program(self.board, self.m, slot, NullLog()) is None
         return True
 
@@ -258,13 +257,18 @@ class Bus:
         self._changes["idt"] = handler
 
     def iret(self) -> None:
+        """Return from the innermost interrupt frame; IRET also unblocks NMIs (SDM 6.7.1)."""
         cpu = self.m.cpus[self.slot]
+        self._changes["nmi_blocked"] = False
         if cpu.frame is None:
             return
-        pc, regs = cpu.frame
+        pc, regs, intr, outer = cpu.frame
+        self._changes["frame"] = outer
+        self._changes["intr"] = intr
+        if pc is None:
+            self._stop = True  # back to a CPU that had stopped (see step_program)
+            return
         self._jump = (pc[0], pc[1], regs)
-        self._changes["frame"] = None
-        self._changes["intr"] = True
 
     def jump(self, addr: int, label: str = "entry", regs: Regs = ()) -> None:
         self._jump = (addr, label, regs)
@@ -302,7 +306,9 @@ class Bus:
         if cpu.pc is None:
             return self.m
         changes = dict(self._changes)
-        if self._jump is not None:
+        if self._stop:
+            changes.update(pc=None, mode=HALTED)
+        elif self._jump is not None:
             addr, jlabel, jregs = self._jump
             changes["pc"] = (addr, jlabel)
             changes["regs"] = jregs

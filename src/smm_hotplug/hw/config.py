@@ -25,6 +25,11 @@ SMI_F_CPU_HOTPLUG = 1 << 1
 SMI_F_CPU_HOT_UNPLUG = 1 << 2
 SMI_F_ALL = SMI_F_BROADCAST | SMI_F_CPU_HOTPLUG | SMI_F_CPU_HOT_UNPLUG
 
+# Accelerator profiles: how the CPUs take SMI, NMI, INIT and SIPI (the rules are hw.apic's).
+ACCEL_KVM = "kvm"  # Linux 6.1 KVM, in-kernel irqchip (QEMU 7.2's default for pc-q35-7.2)
+ACCEL_TCG = "tcg"  # QEMU 7.2.22's TCG (Debian bookworm's build)
+ACCELS = (ACCEL_KVM, ACCEL_TCG)
+
 
 def _bits_for(count: int) -> int:
     """Width of an APIC ID sub-field holding ``count`` values (QEMU apicid_bitwidth_for_count)."""
@@ -232,8 +237,8 @@ class HardwareFeatures:
     vmm_keeps_smbase: bool = False
     # All possible CPUs exist at power-on; the spares are removed after firmware boot.
     all_cpus_at_boot: bool = False
-    # INIT arriving in SMM: "hold" until RSM (hardware/KVM) or "reset" at once (QEMU TCG).
-    init_in_smm: str = "hold"
+    # The accelerator whose CPU rules apply (ACCEL_KVM or ACCEL_TCG; hw.apic).
+    accel: str = ACCEL_KVM
     # SMI features QEMU offers over fw_cfg.
     supported_smi_features: int = SMI_F_ALL
     # The AMD HyperTransport hole below 1 TiB in the E820 map (pc_memory_init: an AMD vCPU with

@@ -191,7 +191,7 @@ def apply(board: Board, acc: Access, effects: Effects) -> None:
         if isinstance(e, Note):
             acc.log.add(e.kind, acc.actor, e.text, detail=e.detail, data=e.data)
         elif isinstance(e, RaiseSmi):
-            _raise_smi(acc, e.broadcast)
+            _raise_smi(board, acc, e.broadcast)
         elif isinstance(e, Eject):
             # The OS asked for the removal: its _EJ0 set fw_remove earlier, or it writes the
             # eject itself (an access from outside SMM).
@@ -221,16 +221,16 @@ def apply(board: Board, acc: Access, effects: Effects) -> None:
                 apply(board, acc, notes)
 
 
-def _raise_smi(acc: Access, broadcast: bool) -> None:
+def _raise_smi(board: Board, acc: Access, broadcast: bool) -> None:
     """The chipset's SMI (ich9_apm_ctrl_changed): every CPU, or the one that wrote APM_CNT."""
     if broadcast:
         acc.log.add("hw", acc.actor, "APM: broadcast SMI to every CPU")
         for slot, c in enumerate(acc.m.cpus):
             if c.present:
-                acc.m = apic.raise_smi(acc.m, slot)
+                acc.m = apic.raise_smi(board, acc.m, slot, acc.log)
     elif acc.src is not None:
         acc.log.add("hw", acc.actor, f"APM: SMI to cpu{acc.src}")
-        acc.m = apic.raise_smi(acc.m, acc.src)
+        acc.m = apic.raise_smi(board, acc.m, acc.src, acc.log)
 
 
 class _DmaHost:
@@ -285,8 +285,10 @@ def remove_cpu(board: Board, m: Machine, slot: int) -> Machine:
 def power_on(board: Board) -> Machine:
     cfg = board.cfg
     present = cfg.max_cpus if cfg.hw.all_cpus_at_boot else cfg.boot_cpus
+    uninit = apic.fresh_ap_uninit(board)
     cpus = tuple(
-        power_on_cpu(slot == 0, board.reset_pc) if slot < present else Cpu() for slot in range(cfg.max_cpus)
+        power_on_cpu(slot == 0, board.reset_pc, uninit) if slot < present else Cpu()
+        for slot in range(cfg.max_cpus)
     )
     return Machine(
         cpus=cpus,
@@ -302,7 +304,10 @@ def power_on(board: Board) -> Machine:
 def system_reset(board: Board, m: Machine) -> Machine:
     """qemu_system_reset: every present CPU is RESET (SMBASE back to 0x30000), the chipset
     and fw_cfg return to their reset state; RAM and the CPU hotplug block are kept."""
-    cpus = tuple(power_on_cpu(slot == 0, board.reset_pc) if c.present else c for slot, c in enumerate(m.cpus))
+    uninit = apic.fresh_ap_uninit(board)
+    cpus = tuple(
+        power_on_cpu(slot == 0, board.reset_pc, uninit) if c.present else c for slot, c in enumerate(m.cpus)
+    )
     return m._replace(cpus=cpus, mch=mch.reset(board.cfg), lpc=lpc.reset(), fwcfg=fw_cfg.reset(), pci_addr=0)
 
 

@@ -7,7 +7,7 @@ only raises the event: the CPU disappears when it is ejected through the hotplug
 
 from __future__ import annotations
 
-from smm_hotplug.hw import cpuhp, lpc, machine
+from smm_hotplug.hw import apic, cpuhp, lpc, machine
 from smm_hotplug.hw.board import Board
 from smm_hotplug.hw.cpu import DEFAULT_SMBASE, hot_added_cpu
 from smm_hotplug.hw.state import Machine, set_cpu
@@ -43,7 +43,7 @@ def plug(plat: Board, m: Machine, slot: int, log: Log, actor: str = "mgmt") -> M
         smbase = m.cpuhp.smbase_regs[slot]
     elif hw.vmm_keeps_smbase and m.kept_smbase and m.kept_smbase[slot]:
         smbase = m.kept_smbase[slot]
-    m = set_cpu(m, slot, hot_added_cpu(smbase))
+    m = set_cpu(m, slot, hot_added_cpu(smbase, apic.fresh_ap_uninit(plat)))
     m = m._replace(cpuhp=cpuhp.plug_cb(m.cpuhp, slot), lpc=lpc.raise_gpe(m.lpc, lpc.GPE0_CPU_HOTPLUG))
     log.add(
         "mgmt",

@@ -130,9 +130,6 @@ class Memory:
         """Little-endian write of ``size`` bytes of ``value`` by ``writer``."""
         return self._store(addr, value.to_bytes(size, "little"), writer)
 
-    def fill(self, addr: int, size: int, byte: int, writer: str) -> Memory:
-        return self._store(addr, bytes([byte & 0xFF]) * size, writer)
-
     def _store(self, addr: int, blob: bytes, writer: str) -> Memory:
         pages = dict(self._pages)
         code = _code(writer)

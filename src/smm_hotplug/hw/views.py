@@ -146,18 +146,11 @@ def write(
 def fill(
     board: Board, m: Machine, addr: int, size: int, byte: int, view: str, writer: str, log: Log | None
 ) -> Machine:
-    mem = m.mem
-    done = 0
-    while done < size:
-        a = (addr + done) & ADDR_MASK
-        kind, end = decode(board, m, a, view)
-        n = min(size - done, end - a)
-        if kind == RAM:
-            if log is not None:
-                _check_isolation(m, a, n, view, "write", log)
-            mem = mem.fill(a, n, byte, writer)
-        done += n
-    return m._replace(mem=mem)
+    """REP STOSB: ``size`` bytes of ``byte`` (a write of that many equal bytes)."""
+    if size <= 0:
+        return m
+    value = int.from_bytes(bytes([byte & 0xFF]) * size, "little")
+    return write(board, m, addr, size, value, view, writer, log)
 
 
 def put(board: Board, m: Machine, addr: int, obj: Obj, view: str, log: Log | None) -> Machine:

@@ -18,6 +18,7 @@ from smm_hotplug.checker.limits import Limits, rss_mib
 from smm_hotplug.designs.catalog import DEFAULT_DESIGN
 from smm_hotplug.errors import UsageError
 from smm_hotplug.firmware.options import DEFAULT_FIRMWARE, FIRMWARE_VERSIONS
+from smm_hotplug.hw.config import ACCEL_KVM, ACCELS
 from smm_hotplug.interfaces import history_cli
 from smm_hotplug.world import Scenario
 
@@ -105,10 +106,12 @@ design_options = _options(
     ),
     FIRMWARE_OPTION,
     click.option(
-        "--init-in-smm",
-        type=click.Choice(["hold", "reset"]),
-        default=None,
-        help="INIT arriving in SMM: held until RSM (hardware/KVM, default) or reset at once (QEMU TCG).",
+        "--accel",
+        type=click.Choice(ACCELS),
+        default=ACCEL_KVM,
+        show_default=True,
+        help="Accelerator whose CPU rules apply: Linux 6.1 KVM or QEMU 7.2's TCG (how CPUs take SMI, "
+        "NMI, INIT, SIPI).",
     ),
     click.option(
         "--vmm-keeps-smbase",
@@ -152,6 +155,28 @@ def note(text: str, as_json: bool) -> None:
     click.echo(text, err=as_json)
 
 
+BUDGET_OPTION = click.option(
+    "--budget",
+    "budget_specs",
+    multiple=True,
+    metavar="ID=N",
+    help="Give adversary ID a budget of N actions (repeatable; see `smm-hotplug attacks`).",
+)
+
+
+def _budgets(specs: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    from smm_hotplug.adversaries.catalog import check_budgets, parse_budget
+
+    budgets: dict[str, int] = {}
+    for spec in specs:
+        aid, n = parse_budget(spec)
+        if aid in budgets:
+            raise UsageError(f"--budget {spec}: a budget for {aid} was already given")
+        budgets[aid] = n
+    check_budgets(budgets)
+    return tuple(budgets.items())
+
+
 def _setup(design: str, attacks: tuple[str, ...], scenario: Scenario, validate: bool = True, **opts: Any):
     from smm_hotplug.checker.traces import CheckSetup
 
@@ -159,7 +184,8 @@ def _setup(design: str, attacks: tuple[str, ...], scenario: Scenario, validate: 
         design=design,
         scenario=scenario,
         attacks=attacks,
-        init_in_smm=opts.get("init_in_smm"),
+        accel=opts.get("accel"),
+        budgets=_budgets(opts.get("budget_specs", ())),
         vmm_keeps_smbase=opts.get("vmm_keeps_smbase"),
         no_window_lock=opts.get("fw_no_window_lock", False),
         no_smram_lock=opts.get("fw_no_smram_lock", False),
@@ -324,6 +350,14 @@ def _refuse_with_replay(ctx: click.Context) -> None:
 @cli.command()
 @scenario_options
 @design_options
+@click.option(
+    "--attack",
+    "attack_ids",
+    multiple=True,
+    metavar="ID",
+    help="Adversary id (repeatable; `all` for every one): the random schedule includes its actions.",
+)
+@BUDGET_OPTION
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random schedule.")
 @click.option(
     "--replay",
@@ -342,6 +376,7 @@ def simulate(
     ctx: click.Context,
     scenario: Scenario,
     design: str,
+    attack_ids: tuple[str, ...],
     seed: int,
     replay: str | None,
     verbose: bool,
@@ -365,7 +400,7 @@ def simulate(
         replayed = replay_file(replay, detail=verbose)
         res = replayed.run
     else:
-        setup = _setup(design, (), scenario, **opts)
+        setup = _setup(design, attack_ids, scenario, **opts)
         res = run(setup.system(), seed=seed, detail=verbose)
     if html_out is not None:
         from smm_hotplug.report.html import page, run_diagram
@@ -455,22 +490,34 @@ def _write_junit(
     results: list[Any],
     unfinished: list[tuple[str, str]],
     as_json: bool,
+    budgets: tuple[tuple[str, int], ...] = (),
 ) -> None:
     from smm_hotplug.report.junit import write_results
 
-    _describe_violations(results, scenario)
+    _describe_violations(results, scenario, budgets)
     cases = write_results(junit, command, scenario, results, unfinished)
     note(f"JUnit XML written to {junit}: {plural(cases, 'test case')}", as_json)
 
 
-def _describe_violations(results: list[Any], scenario: Scenario) -> None:
+def _describe_violations(
+    results: list[Any], scenario: Scenario, budgets: tuple[tuple[str, int], ...] = ()
+) -> None:
     """Give each violated matrix cell (checked without descriptions) its readable trace."""
+    from smm_hotplug.adversaries.catalog import resolve
     from smm_hotplug.checker.explore import replay_trace
     from smm_hotplug.checker.traces import CheckSetup
 
     for r in results:
         if r.verdict == "violated" and not r.trace:
-            setup = CheckSetup(r.design, scenario, tuple(r.attacks), firmware=r.firmware or DEFAULT_FIRMWARE)
+            in_play = {a.id for a in resolve(list(r.attacks))}
+            setup = CheckSetup(
+                r.design,
+                scenario,
+                tuple(r.attacks),
+                firmware=r.firmware or DEFAULT_FIRMWARE,
+                accel=r.accel,
+                budgets=tuple((a, n) for a, n in budgets if a in in_play),
+            )
             r.trace = replay_trace(setup.system(), r.schedule)
 
 
@@ -486,6 +533,7 @@ def _describe_violations(results: list[Any], scenario: Scenario) -> None:
     metavar="ID",
     help="Adversary id (repeatable; `all` for every one). None: the benign flow.",
 )
+@BUDGET_OPTION
 @click.option("--revert", "revert_ids", multiple=True, metavar="ID", help=history_cli.REVERT_HELP)
 @click.option("--history", "history_id", default=None, metavar="ID", help=history_cli.HISTORY_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
@@ -564,6 +612,7 @@ def check(
 @scenario_options
 @design_options
 @click.option("--attack", "attack_ids", multiple=True, metavar="ID", help="Adversary id (repeatable).")
+@BUDGET_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option(
     "--trace-out",
@@ -720,6 +769,14 @@ def _check_workers(workers: int | None) -> None:
 @junit_option("matrix")
 @scenario_options
 @FIRMWARE_OPTION
+@click.option(
+    "--accel",
+    type=click.Choice(ACCELS),
+    default=ACCEL_KVM,
+    show_default=True,
+    help="Accelerator whose CPU rules apply.",
+)
+@BUDGET_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of check objects.")
 @click.option(
     "--expect",
@@ -741,6 +798,8 @@ def _check_workers(workers: int | None) -> None:
 def matrix(
     scenario: Scenario,
     firmware: str,
+    accel: str,
+    budget_specs: tuple[str, ...],
     as_json: bool,
     expect_path: str | None,
     history: bool,
@@ -763,21 +822,32 @@ def matrix(
     if history:
         _history_catalog(limits, workers, as_json)
         return
+    budgets = _budgets(budget_specs)
     expectation = None
     if expect_path is not None:
         from smm_hotplug.checker.expect import load
 
-        expectation = load(expect_path, scenario)
+        expectation = load(expect_path, scenario, firmware, accel)
     designs, columns = list(design_ids) or None, list(attack_ids) or None
     results, unfinished = _run_cells(
-        lambda done: run_matrix(scenario, limits, workers, designs, columns, done=done, firmware=firmware)
+        lambda done: run_matrix(
+            scenario,
+            limits,
+            workers,
+            designs,
+            columns,
+            done=done,
+            firmware=firmware,
+            accel=accel,
+            budgets=budgets,
+        )
     )
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
         render_matrix(results, console())
     if junit is not None:
-        _write_junit(junit, "matrix", scenario, results, unfinished, as_json)
+        _write_junit(junit, "matrix", scenario, results, unfinished, as_json, budgets)
     if unfinished:
         click.echo(f"smm-hotplug: {_interrupted(results, unfinished)}", err=True)
         sys.exit(EXIT_USAGE)
@@ -821,6 +891,14 @@ def _history_catalog(limits: Limits, workers: int | None, as_json: bool) -> None
 @scenario_options
 @FIRMWARE_OPTION
 @click.option(
+    "--accel",
+    "accels",
+    type=click.Choice(ACCELS),
+    multiple=True,
+    help="Accelerator(s) whose CPU rules apply, one matrix each (repeatable; default: kvm).",
+)
+@BUDGET_OPTION
+@click.option(
     "--output",
     "-o",
     "out",
@@ -841,14 +919,17 @@ def report(
     firmware: str,
     design_ids: tuple[str, ...],
     attack_ids: tuple[str, ...],
+    accels: tuple[str, ...],
+    budget_specs: tuple[str, ...],
     out: Path,
     with_history: bool,
     limits: Limits,
     workers: int | None,
     junit: Path | None,
 ) -> None:
-    """One self-contained HTML page: the matrix, every shortest attack, the history catalog (each
-    real bug with its fix reverted and in place) and the benign hot-add/remove.
+    """One self-contained HTML page: the matrix (one per accelerator), every shortest attack and
+    finding, the history catalog (each real bug with its fix reverted and in place) and the benign
+    hot-add/remove.
 
     Exits 0, 1 when a history entry is not rediscovered or does not hold with its fix, or 2 on bad
     input or when Ctrl-C stopped it (the page then shows the finished cells)."""
@@ -865,19 +946,43 @@ def report(
     )
 
     _check_workers(workers)
+    budgets = _budgets(budget_specs)
+    accels = tuple(dict.fromkeys(accels)) or (ACCEL_KVM,)
+    several = len(accels) > 1
     designs, columns = list(design_ids) or None, list(attack_ids) or None
-    results, unfinished = _run_cells(
-        lambda done: run_matrix(scenario, limits, workers, designs, columns, done=done, firmware=firmware)
-    )
-    sections, anchors = [], {}
-    for r in results:
-        system = CheckSetup(r.design, scenario, tuple(r.attacks), firmware=firmware).system()
-        if r.verdict == "violated":
-            anchor = f"trace-{r.design}-{r.column}"
-            anchors[(r.design, r.column)] = anchor
-            sections.append(trace_section(system, r, anchor))
-        for f in r.findings:
-            sections.append(finding_section(system, r, f, finding_anchor(r.design, r.column, f.prop)))
+    sections, tables, results, unfinished = [], [], [], []
+    for accel in accels:
+        done_here, unfinished = _run_cells(
+            lambda done, accel=accel: run_matrix(
+                scenario,
+                limits,
+                workers,
+                designs,
+                columns,
+                done=done,
+                firmware=firmware,
+                accel=accel,
+                budgets=budgets,
+            )
+        )
+        results += done_here
+        qualifier = accel if several else ""
+        anchors = {}
+        for r in done_here:
+            setup = CheckSetup(
+                r.design, scenario, tuple(r.attacks), accel=accel, budgets=budgets, firmware=firmware
+            )
+            if r.verdict == "violated":
+                anchor = f"trace-{qualifier + '-' if qualifier else ''}{r.design}-{r.column}"
+                anchors[(r.design, r.column)] = anchor
+                sections.append(trace_section(setup.system(), r, anchor))
+            for f in r.findings:
+                anchor = finding_anchor(r.design, r.column, f.prop, qualifier)
+                sections.append(finding_section(setup.system(), r, f, anchor))
+        table = matrix_table(done_here, anchors, linked_findings=True, accel=qualifier)
+        tables.append(f"<h3>accelerator {accel}</h3>{table}" if several else table)
+        if unfinished:
+            break  # Ctrl-C: the accelerators after this one are not checked
     diagrams = len(sections)
     history_html, history_problems = "", []
     if with_history and not unfinished:
@@ -886,7 +991,8 @@ def report(
     entries = len(sections) - diagrams
     sections += benign_sections(CheckSetup(DEFAULT_DESIGN, scenario, firmware=firmware).system())
     intro = (
-        f"-smp {scenario.smp}, plug {scenario.plug}, unplug {scenario.unplug}, firmware {firmware}. "
+        f"-smp {scenario.smp}, plug {scenario.plug}, unplug {scenario.unplug}, firmware {firmware}, "
+        f"accelerator {', '.join(accels)}. "
         "Each cell: verdict, the property violated, states explored and seconds; a violated cell links "
         "to its shortest attack. A '+ DoS' mark is a finding: a violation of a protocol property that a "
         "malicious OS can always cause (denial of service), so it does not decide the verdict; it links "
@@ -894,15 +1000,7 @@ def report(
     )
     if unfinished:
         intro += f" Incomplete page: {_interrupted(results, unfinished)}."
-    out.write_text(
-        page(
-            "smm-hotplug: designs × adversaries",
-            intro,
-            sections,
-            matrix_table(results, anchors, linked_findings=True),
-            history_html,
-        )
-    )
+    out.write_text(page("smm-hotplug: designs × adversaries", intro, sections, "".join(tables), history_html))
     benign = len(sections) - diagrams - entries
     past = f", {plural(entries, 'historical bug')}, each with its fix reverted" if with_history else ""
     click.echo(
@@ -911,7 +1009,7 @@ def report(
         f"{plural(benign, 'benign run')} of {DEFAULT_DESIGN})"
     )
     if junit is not None:
-        _write_junit(junit, "report", scenario, results, unfinished, False)
+        _write_junit(junit, "report", scenario, results, unfinished, False, budgets)
     if unfinished:
         click.echo(f"smm-hotplug: {_interrupted(results, unfinished)}", err=True)
         sys.exit(EXIT_USAGE)

@@ -21,7 +21,12 @@ ACTOR_WIDTH = 6  # as in the simulator's timeline
 
 def render_check(res: CheckResult, console: Console) -> None:
     attacks = ", ".join(res.attacks) or "none (benign)"
-    console.print(Text(f"design {res.design}, firmware {res.firmware}, attacks: {attacks}", style="bold"))
+    console.print(
+        Text(
+            f"design {res.design}, firmware {res.firmware}, accel {res.accel}, attacks: {attacks}",
+            style="bold",
+        )
+    )
     if res.reverted or res.backported:
         changes = [f"reverted: {', '.join(res.reverted)}"] if res.reverted else []
         changes += [f"backported: {', '.join(res.backported)}"] if res.backported else []
@@ -150,7 +155,8 @@ def render_matrix(results: list[CheckResult], console: Console) -> None:
     designs = list(dict.fromkeys(r.design for r in results))
     columns = list(dict.fromkeys(("none" if not r.attacks else r.attacks[0]) for r in results))
     cells = {(r.design, "none" if not r.attacks else r.attacks[0]): r for r in results}
-    table = Table(title="design × adversary", show_lines=True)
+    accels = ", ".join(dict.fromkeys(r.accel for r in results))
+    table = Table(title=f"design × adversary (accel {accels})", show_lines=True)
     table.add_column("adversary")
     for d in designs:
         table.add_column(d, overflow="fold")

@@ -150,8 +150,9 @@ def finding_section(system: System, result: CheckResult, finding: Finding, ancho
     return run_diagram(anchor, heading, text, res)
 
 
-def finding_anchor(design: str, column: str, prop: str) -> str:
-    return f"finding-{design}-{column}-{prop}"
+def finding_anchor(design: str, column: str, prop: str, accel: str = "") -> str:
+    """The section of a finding; ``accel`` qualifies it on a page with a matrix per accelerator."""
+    return f"finding-{accel + '-' if accel else ''}{design}-{column}-{prop}"
 
 
 def benign_sections(system: System) -> list[Section]:
@@ -190,10 +191,15 @@ def benign_sections(system: System) -> list[Section]:
 
 
 def matrix_table(
-    results: list[CheckResult], anchors: dict[tuple[str, str], str], linked_findings: bool = False
+    results: list[CheckResult],
+    anchors: dict[tuple[str, str], str],
+    linked_findings: bool = False,
+    accel: str = "",
 ) -> str:
     """The matrix; ``anchors``: the section of each violated cell's trace; with ``linked_findings``
-    each finding's mark links to its section (``finding_anchor``)."""
+    each finding's mark links to its section (``finding_anchor``).  ``accel`` names the
+    accelerator on a page with a matrix per accelerator (table id ``matrix-ACCEL``)."""
+    table_id = escape(f"matrix-{accel}" if accel else "matrix")
     designs = list(dict.fromkeys(r.design for r in results))
     columns = list(dict.fromkeys(("none" if not r.attacks else r.attacks[0]) for r in results))
     cells = {(r.design, "none" if not r.attacks else r.attacks[0]): r for r in results}
@@ -227,7 +233,7 @@ def matrix_table(
             for f in r.findings:
                 mark = f"+ DoS {escape(f.prop)} ({len(f.schedule)})"
                 if linked_findings:
-                    mark = f'<a href="#{escape(finding_anchor(d, col, f.prop))}">{mark}</a>'
+                    mark = f'<a href="#{escape(finding_anchor(d, col, f.prop, accel))}">{mark}</a>'
                 tip = escape(f"accepted under a malicious OS as denial of service: {f.detail}")
                 marks.append(f'<span class="dos" title="{tip}">{mark}</span>')
             tds.append(
@@ -236,7 +242,7 @@ def matrix_table(
             )
         rows.append(f"<tr><th>{escape(col)}</th>{''.join(tds)}</tr>")
     return (
-        f'<table class="matrix" id="matrix"><tr><th>adversary \\ design</th>{head}</tr>'
+        f'<table class="matrix" id="{table_id}"><tr><th>adversary \\ design</th>{head}</tr>'
         f"{''.join(rows)}</table>"
     )
 

@@ -120,6 +120,7 @@ def simulation_json(res: SimResult, verbose: bool = False) -> dict[str, Any]:
     return {
         "design": sys_.design.id,
         "firmware": sys_.design.fw.version,
+        "accel": sys_.cfg.hw.accel,
         "reverted": list(sys_.design.reverted),
         "backported": list(sys_.design.backported),
         "scenario": {

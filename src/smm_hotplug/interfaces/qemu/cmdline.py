@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from smm_hotplug.errors import UsageError
 from smm_hotplug.hw.config import (
+    ACCEL_TCG,
     DEFAULT_RAM_MB,
     MODEL_MAX_CPUS,
     SMP_KEYS,
@@ -22,6 +23,7 @@ from smm_hotplug.hw.config import (
     platform_config,
     smp_config,
 )
+from smm_hotplug.interfaces.qemu import accel as A
 from smm_hotplug.interfaces.qemu import machines
 from smm_hotplug.interfaces.qemu.machines import MachineType
 
@@ -34,6 +36,10 @@ class CmdlineError(UsageError):
     def line(self) -> str:
         """The message on one line (arguments may carry control characters)."""
         return str(self).encode("unicode_escape").decode("ascii")
+
+
+class AccelHelpRequested(CmdlineError):
+    """``-accel help``: not an error — QEMU lists the accelerators on stdout and exits 0."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class Options:
     qmp: list[Chardev] = field(default_factory=list)  # -qmp, and -mon chardev=ID,mode=control
     chardevs: dict[str, Chardev] = field(default_factory=dict)
     accel_qtest: bool = False
+    accel: str = ACCEL_TCG  # the accelerator chosen (interfaces.qemu.accel), QEMU's default
     display_none: bool = False
     nodefaults: bool = False
 
@@ -91,6 +98,7 @@ class Options:
                 smbase_window=mt.smbase_window,
                 supported_smi_features=mt.smi_features,
                 amd_ht_hole=mt.amd_ht_hole(self.cpu_model),
+                accel=ACCEL_TCG if self.accel_qtest else self.accel,
             ),
             topology=self.topology,
             cpu_type=machines.cpu_type(self.cpu_model),
@@ -224,7 +232,9 @@ def _cpu_option(text: str, opts: Options) -> None:
     opts.cpu_model = model
 
 
-def _machine_option(text: str, opts: Options) -> None:
+def _machine_option(text: str, opts: Options) -> str | None:
+    """Apply ``-machine TEXT``; returns the accelerator it names with ``accel=``, if any."""
+    chosen: str | None = None
     for key, val in _props(text, "-machine", implied="type").items():
         if key == "type":
             if val == "help":
@@ -239,10 +249,11 @@ def _machine_option(text: str, opts: Options) -> None:
             opts.machine = mt
         elif key == "smm":
             opts.smm = True if val == "auto" else _onoff(val, "smm")
-        elif key == "accel" and val == "qtest":
-            opts.accel_qtest = True
+        elif key == "accel":
+            chosen = val
         else:
             raise CmdlineError(f"Property '{opts.machine.name}-machine.{key}' not found")
+    return chosen
 
 
 def machine_help() -> str:
@@ -277,8 +288,9 @@ def usage_text(prog: str) -> str:
         "-qmp CHARDEV         QMP monitor: unix:PATH[,server=on,wait=off], tcp:HOST:PORT[,...], stdio\n"
         "-chardev socket,id=ID,path=PATH|host=H,port=P[,server=on,wait=off] | stdio,id=ID\n"
         "-mon chardev=ID,mode=control   QMP monitor on a -chardev\n"
-        "-accel qtest         nothing runs on the CPUs (QEMU's qtest accelerator); without it a\n"
-        "                     SeaBIOS-like firmware runs first, as on Debian's QEMU\n"
+        "-accel kvm|tcg|qtest[,...]  the accelerator (default tcg; -enable-kvm, -machine accel=);\n"
+        "                     qtest: nothing runs on the CPUs; otherwise a SeaBIOS-like firmware\n"
+        "                     runs first, as on Debian's QEMU; 'help' lists them\n"
         "-display none, -nodefaults     accepted\n"
         "-h, -help, --help    this text; -version, --version: the version\n"
     )
@@ -290,6 +302,9 @@ def parse(argv: list[str], warn: list[str] | None = None, prog: str = "smm-hotpl
     opts = Options()
     args = list(argv)
     smp: dict[str, str] = {}
+    accels: list[tuple[str, list[tuple[str, str]]]] = []  # -accel options, in order
+    machine_accel: str | None = None  # -machine accel= / -enable-kvm
+    warn = warn if warn is not None else []
     i = 0
 
     def value(opt: str) -> str:
@@ -309,7 +324,9 @@ def parse(argv: list[str], warn: list[str] | None = None, prog: str = "smm-hotpl
         if name == "-version":
             raise Exit(version_text())
         if name in ("-machine", "-M"):
-            _machine_option(value(name), opts)
+            chosen = _machine_option(value(name), opts)
+            if chosen is not None:
+                machine_accel = chosen
         elif name == "-cpu":
             _cpu_option(value(name), opts)
         elif name == "-smp":
@@ -334,9 +351,12 @@ def parse(argv: list[str], warn: list[str] | None = None, prog: str = "smm-hotpl
             _mon_option(value(name), opts)
         elif name == "-accel":
             text = value(name)
-            if text.split(",")[0] != "qtest":
-                raise CmdlineError(f"-accel {text}: this endpoint offers only the qtest accelerator")
-            opts.accel_qtest = True
+            try:
+                accels.append((f"-accel {text}: ", A.parse_option(text, warn)))
+            except A.AccelHelp:
+                raise AccelHelpRequested(f"-accel {text}: lists the accelerators") from None
+        elif name == "-enable-kvm":
+            machine_accel = "kvm"
         elif name == "-display":
             text = value(name)
             kind = text.split(",")[0]
@@ -352,7 +372,12 @@ def parse(argv: list[str], warn: list[str] | None = None, prog: str = "smm-hotpl
         else:
             raise CmdlineError(f"{opt}: invalid option")
         i += 1
-    _topology(opts, smp, warn if warn is not None else [])
+    _topology(opts, smp, warn)
+    try:
+        opts.accel = A.configure(accels, machine_accel, opts.qtest is not None, warn)
+    except A.AccelError as err:
+        raise CmdlineError(str(err)) from None
+    opts.accel_qtest = opts.accel == A.QTEST
     return opts
 
 

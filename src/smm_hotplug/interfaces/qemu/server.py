@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 from smm_hotplug.hw.trace import Event
 from smm_hotplug.interfaces.qemu import chardev, jsonparse
 from smm_hotplug.interfaces.qemu import qmp as Q
-from smm_hotplug.interfaces.qemu.cmdline import Chardev, CmdlineError, Exit, Options, parse
+from smm_hotplug.interfaces.qemu.accel import HELP
+from smm_hotplug.interfaces.qemu.cmdline import (
+    AccelHelpRequested,
+    Chardev,
+    CmdlineError,
+    Exit,
+    Options,
+    parse,
+)
 from smm_hotplug.interfaces.qemu.qtest import QtestLog, QtestSession
 from smm_hotplug.interfaces.qemu.session import NoMachine, QemuMachine
 
@@ -346,10 +354,15 @@ def main(argv: list[str] | None = None) -> None:
     prog = _prog() if argv is None else "smm-hotplug-qemu"
     args = sys.argv[1:] if argv is None else argv
     warnings: list[str] = []
-    try:
-        opts = parse(args, warnings, prog=prog)
+
+    def warn() -> None:  # what QEMU reports on the way, before it carries on or gives up
         for line in warnings:
             print(f"{prog}: {line}", file=sys.stderr)
+        warnings.clear()
+
+    try:
+        opts = parse(args, warnings, prog=prog)
+        warn()
         if opts.qtest is None and not opts.qmp:
             raise CmdlineError("nothing to serve: give -qtest and/or -qmp (see -help)")
         endpoint = Endpoint(opts)
@@ -358,7 +371,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exit as done:
         sys.stdout.write(done.text)
         sys.exit(0)
+    except AccelHelpRequested:
+        warn()
+        print(HELP, end="")
+        sys.exit(0)
     except CmdlineError as err:
+        warn()
         print(f"{prog}: {err.line()}", file=sys.stderr)
         sys.exit(1)
     except OSError as err:
