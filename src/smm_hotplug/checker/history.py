@@ -26,6 +26,7 @@ def entry_setup(entry: Entry, reverted: bool) -> CheckSetup:
         sc.design,
         Scenario(sc.boot_cpus, sc.max_cpus, sc.plug, sc.unplug),
         sc.attacks,
+        accel=sc.accel,
         firmware=sc.firmware,
         smi_features=sc.smi_features,
         revert=revert,

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 REVERT_HELP = (
     "Take out the fix of history entry ID (see `smm-hotplug history`; repeatable): the check runs "
-    "the first entry's own scenario unless --design, the CPU counts, --firmware, --fw-smi-features "
-    "or --attack say otherwise."
+    "the first entry's own scenario unless --design, the CPU counts, --firmware, --accel, "
+    "--fw-smi-features or --attack say otherwise (--budget applies to its adversaries)."
 )
 HISTORY_HELP = "Run history entry ID's own scenario with its fix in place (combine with --revert)."
 
@@ -63,6 +63,7 @@ def entry_json(entry: Entry) -> dict[str, Any]:
             "plug": sc.plug,
             "unplug": sc.unplug,
             "attacks": list(sc.attacks),
+            "accel": sc.accel,
             "firmware": sc.firmware,
             "smi_features": sc.smi_features,
             "backport": list(sc.backport),
@@ -102,8 +103,9 @@ def given(ctx: click.Context, name: str) -> bool:
 
 def with_history(setup: CheckSetup, revert: tuple[str, ...], history: str | None) -> CheckSetup:
     """The check's setup once ``--revert``/``--history`` are applied: the first entry's scenario
-    (configuration, adversaries, firmware, SMI features, backported fixes) wherever the command
-    line did not set that part itself, and the named fixes taken out."""
+    (configuration, adversaries, accelerator, firmware, SMI features, backported fixes) wherever
+    the command line did not set that part itself, and the named fixes taken out; the command
+    line's ``--budget`` applies to the adversaries the run ends up with."""
     if not revert and history is None:
         return setup
     ids = ([history] if history is not None else []) + list(revert)
@@ -129,6 +131,7 @@ def with_history(setup: CheckSetup, revert: tuple[str, ...], history: str | None
         design=setup.design if given(ctx, "design") else sc.design,
         scenario=scenario,
         attacks=setup.attacks if given(ctx, "attack_ids") else sc.attacks,
+        accel=setup.accel if given(ctx, "accel") else sc.accel,
         firmware=setup.firmware if given(ctx, "firmware") else sc.firmware,
         smi_features=setup.smi_features if given(ctx, "fw_smi_features") else sc.smi_features,
         revert=revert,
