@@ -49,9 +49,9 @@ class Setting:
     firmware: str = DEFAULT_FIRMWARE
     smi_features: int | None = None  # what the firmware requests (None: everything)
     backport: tuple[str, ...] = ()  # later upstream QEMU fixes applied
-    # Every entry is checked under KVM, the accelerator of the reports and the recorded hot-add.
-    # Under TCG the hot-add entries stop earlier, at OVMF's TCG hang (README, Findings), before
-    # their own race.
+    # Every entry is checked under KVM, the accelerator of the recorded hot-add.  Under TCG the
+    # entries that hot-add a CPU run into the TCG findings first (OVMF's TCG hang, or two new CPUs
+    # in SMM on one save-state area; README, Findings), before their own race.
     accel: str = ACCEL_KVM
 
     def describe(self) -> str:
