@@ -395,6 +395,7 @@ def test_the_report_shows_each_entry_with_its_trace(monkeypatch, capsys, tmp_pat
     assert f"{len(ENTRIES)} historical bugs, each with its fix reverted" in out
     html = out_file.read_text()
     assert '<table class="matrix" id="history">' in html
+    assert "under the accelerator its scenario names (kvm), whichever the matrix uses" in html
     for entry_id, r in catalog.items():
         assert f'<h2 id="history-{entry_id}">history {entry_id}, fix reverted: {r.entry.prop}</h2>' in html
         assert f'href="#history-{entry_id}"' in html

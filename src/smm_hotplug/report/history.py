@@ -43,11 +43,13 @@ def history_table(results: list[EntryResult]) -> str:
         f"<th>{h}</th>"
         for h in ("entry", "project, date, title", "fails", "scenario", "fix reverted", "fix in place", "")
     )
+    accels = ", ".join(dict.fromkeys(c.accel for r in results for c in (r.reverted, r.fixed)))
     return (
         "<h2>History: real QEMU and edk2 bugs, rediscovered</h2>"
         "<p class=\"sub\">Each entry is a fix from QEMU's or edk2's history, modelled as an option of the "
         "step it changed; its scenario is checked with the fix reverted (the entry's property must be "
-        "violated) and with it in place (the same scenario must hold). Hover an id for its race.</p>"
+        "violated) and with it in place (the same scenario must hold), under the accelerator its "
+        f"scenario names ({escape(accels)}), whichever the matrix uses. Hover an id for its race.</p>"
         f'<table class="matrix" id="history"><tr>{head}</tr>{"".join(rows)}</table>'
     )
 
