@@ -1,7 +1,7 @@
 """Benchmarks: print the figures the project's speed and memory targets are judged by.
 
     python bench/run.py            # everything (~15 min on 2 cores, 1.6 GiB for the 4 + 4 benign run)
-    python bench/run.py --quick    # the small figures only
+    python bench/run.py --quick    # the small figures only (the history catalog among them)
     python bench/run.py --default-all 0   # also shipped × all, default config, until the memory limit
                                           # (~95 min, ~20 GiB on a 24 GiB machine)
     python bench/run.py --all-small-cap 5000000   # also shipped × all on 1 boot + 1 plugged CPU,
@@ -122,6 +122,25 @@ def bench_matrix(cap: int | None, accel: str = "kvm") -> str:
     )
 
 
+def bench_history() -> str:
+    """The history catalog (`matrix --history`, also run by tests/test_history.py): every entry's
+    scenario with its fix reverted and in place, on two workers."""
+    from smm_hotplug.checker.history import run_history
+
+    t0 = time.perf_counter()
+    results = run_history(workers=2)
+    dt = time.perf_counter() - t0
+    checks = [c for r in results for c in (r.reverted, r.fixed)]
+    slowest = max(results, key=lambda r: r.reverted.seconds + r.fixed.seconds)
+    good = sum(r.ok for r in results)
+    return (
+        f"history catalog: {len(results)} entries ({good} as claimed), {len(checks)} checks in {dt:.1f} s "
+        f"wall, {sum(c.states for c in checks):,} states; slowest {slowest.entry.id} "
+        f"{slowest.reverted.states:,} + {slowest.fixed.states:,} states, "
+        f"{slowest.reverted.seconds + slowest.fixed.seconds:.1f} s"
+    )
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and its finished children (the matrix's workers): on a machine
     shared with other work it is what the wall-clock figures would be on an idle one, per core."""
@@ -155,7 +174,7 @@ def _in_fresh_process(job: Callable[[], str]) -> tuple[str, float, float]:
     "plugged CPU, under each accelerator, up to STATES states.",
 )
 def main(quick: bool, cap: int, default_all: int | None, all_small_cap: int | None) -> None:
-    jobs: list[Callable[[], str]] = [bench_simulator, bench_checker_rate, bench_all_small]
+    jobs: list[Callable[[], str]] = [bench_simulator, bench_checker_rate, bench_all_small, bench_history]
     if not quick:
         jobs += [
             bench_big_benign,

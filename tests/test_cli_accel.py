@@ -126,6 +126,7 @@ def test_report_shows_both_profiles(tmp_path):
         "none",
         "--max-states",
         "2000",
+        "--no-history",  # the history section: tests/test_history.py
     )
     assert out.returncode == 0, out.stderr
     html = page.read_text()

@@ -201,7 +201,18 @@ def test_matrix_and_report_log_a_line_per_finished_cell_when_stderr_is_not_a_ter
     assert all(lines) and len(lines) == 2 * (len(ADVERSARIES) + 2)
     assert sorted(int(m.group(1)) for m in lines) == list(range(1, len(lines) + 1))
     assert {m.group(2) for m in lines} == {str(len(lines))}
-    rep = run("report", *SMALL, *CAP, "--design", "sdm", "--attack", ATTACK, "-o", str(tmp_path / "r.html"))
+    rep = run(
+        "report",
+        *SMALL,
+        *CAP,
+        "--design",
+        "sdm",
+        "--attack",
+        ATTACK,
+        "--no-history",
+        "-o",
+        str(tmp_path / "r.html"),
+    )
     assert rep.returncode == 0
     [line] = rep.stderr.splitlines()
     assert line.startswith(f"[1/1] sdm × {ATTACK}: violated smm-code-integrity (") and "states" in line

@@ -130,7 +130,9 @@ def test_the_report_links_each_finding_to_its_trace(tmp_path):
     from smm_hotplug.report.html import finding_anchor
 
     page = tmp_path / "report.html"
-    out = run("report", "-o", str(page), "--design", SHIPPED, "--attack", "os-early-init-sipi")
+    out = run(
+        "report", "-o", str(page), "--design", SHIPPED, "--attack", "os-early-init-sipi", "--no-history"
+    )
     assert out.returncode == 0, out.stderr
     html = page.read_text()
     doc = json.loads(run("check", "--attack", "os-early-init-sipi", "--json").stdout)

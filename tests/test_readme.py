@@ -18,10 +18,14 @@ from conftest import run_cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # Examples too long for the test suite: the whole design × adversary report takes minutes, the
-# proof of `all` on the smallest hot-add about a minute.
+# proof of `all` on the smallest hot-add about a minute; the history catalog (matrix --history, and
+# the report that runs it) is tests/test_history.py's.
 TOO_LONG = {
     "smm-hotplug report -o report.html",
     "smm-hotplug check --attack all --budget os-ipi=1 --boot-cpus 1 --max-cpus 2 --plug 1 --unplug 0",
+    "smm-hotplug matrix --history",
+    "smm-hotplug report --design sdm --design smram-default-smbase --attack none "
+    "--attack os-code-at-default-smbase -o report.html",
 }
 TIME = re.compile(r"\b\d+(\.\d+)? s\b")
 

@@ -29,7 +29,7 @@ DIAGRAMS = len(VIOLATED) + 2
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report") / "report.html"
-    args = ["report", "-o", str(out)]
+    args = ["report", "-o", str(out), "--no-history"]  # the history section: tests/test_history.py
     args += [a for d in DESIGNS for a in ("--design", d)]
     args += [a for c in ATTACKS for a in ("--attack", c)]
     res = run(*args)

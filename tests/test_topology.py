@@ -265,6 +265,7 @@ def test_cli_takes_smp_on_every_command_and_keeps_it_in_traces(tmp_path):
         "1",
         "--unplug",
         "0",
+        "--no-history",
         "-o",
         str(tmp_path / "r.html"),
     )

@@ -121,6 +121,9 @@ class CheckResult:
     # a run stopped by a limit or by a deciding violation leaves it open (unless already found).
     undecided: tuple[str, ...] = ()
     accel: str = "kvm"  # the accelerator whose CPU rules applied (hw.apic)
+    # Historical fixes taken out of the model and later ones put in (designs/history.py).
+    reverted: tuple[str, ...] = ()
+    backported: tuple[str, ...] = ()
 
     @property
     def bound(self) -> int | None:
@@ -165,6 +168,8 @@ class CheckResult:
             "accepted": list(self.accepted),
             "findings": [f.to_json() for f in self.findings],
             "undecided": list(self.undecided),
+            "reverted": list(self.reverted),
+            "backported": list(self.backported),
         }
 
 
@@ -403,6 +408,8 @@ def check(
             p for p in accepted if p == "hotplug-completes" and p not in hits and not out.complete
         ),
         accel=system.cfg.hw.accel,
+        reverted=system.design.reverted,
+        backported=system.design.backported,
     )
     if verdict in ("violated", "reached") and describe:
         res.trace = replay_trace(system, out.schedule)

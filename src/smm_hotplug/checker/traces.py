@@ -28,6 +28,7 @@ from smm_hotplug.adversaries.catalog import resolve
 from smm_hotplug.checker import jsonfile
 from smm_hotplug.checker.model_id import model_digest, tool_version
 from smm_hotplug.designs.catalog import get_design, with_options
+from smm_hotplug.designs.history import with_fixes
 from smm_hotplug.errors import UsageError
 from smm_hotplug.firmware.options import DEFAULT_FIRMWARE, FIRMWARE_VERSIONS
 from smm_hotplug.hw.config import ACCELS, Topology
@@ -58,6 +59,9 @@ class CheckSetup:
     no_gate: bool = False
     no_broadcast: bool = False
     firmware: str = DEFAULT_FIRMWARE
+    smi_features: int | None = None  # what the firmware requests (None: the design's choice)
+    revert: tuple[str, ...] = ()  # history entries whose fix is taken out (designs/history.py)
+    backport: tuple[str, ...] = ()  # later upstream QEMU fixes put in
 
     def options(self) -> dict[str, Any]:
         return {
@@ -68,10 +72,15 @@ class CheckSetup:
             "no_gate": self.no_gate,
             "no_broadcast": self.no_broadcast,
             "firmware": self.firmware,
+            "smi_features": self.smi_features,
+            "revert": list(self.revert),
+            "backport": list(self.backport),
         }
 
     def system(self) -> System:
-        design = with_options(get_design(self.design), **self.options())
+        opts = self.options()
+        del opts["revert"], opts["backport"]
+        design = with_fixes(with_options(get_design(self.design), **opts), self.revert, self.backport)
         return make_system(design, self.scenario, resolve(list(self.attacks), dict(self.budgets)))
 
 
@@ -109,6 +118,9 @@ class OptionsModel(_Strict):
     no_gate: StrictBool = False
     no_broadcast: StrictBool = False
     firmware: Literal[FIRMWARE_VERSIONS] = DEFAULT_FIRMWARE  # type: ignore[valid-type]
+    smi_features: Annotated[StrictInt, Field(ge=0, le=7)] | None = None
+    revert: list[StrictStr] = []  # history entries whose fix the run took out
+    backport: list[StrictStr] = []  # later upstream QEMU fixes the run put in
 
 
 class StepModel(_Strict):
@@ -268,6 +280,9 @@ def replay(path: str, detail: bool = False) -> Replay:
         no_gate=opts.no_gate,
         no_broadcast=opts.no_broadcast,
         firmware=opts.firmware,
+        smi_features=opts.smi_features,
+        revert=tuple(opts.revert),
+        backport=tuple(opts.backport),
     )
     try:
         system = setup.system()

@@ -17,7 +17,7 @@ from smm_hotplug.firmware.options import (
     RELOC_NONE,
     FirmwareOptions,
 )
-from smm_hotplug.hw.config import ACCELS, HardwareFeatures
+from smm_hotplug.hw.config import ACCELS, SMI_F_ALL, HardwareFeatures
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,16 @@ class Design:
     summary: str
     hw: HardwareFeatures = field(default_factory=HardwareFeatures)
     fw: FirmwareOptions = field(default_factory=FirmwareOptions)
+
+    @property
+    def reverted(self) -> tuple[str, ...]:
+        """The historical fixes taken out of this design's QEMU and firmware (designs/history.py)."""
+        return tuple(sorted(self.hw.reverted | self.fw.reverted))
+
+    @property
+    def backported(self) -> tuple[str, ...]:
+        """Later upstream fixes put into this design's QEMU 7.2."""
+        return tuple(sorted(self.hw.backported))
 
 
 DESIGNS: dict[str, Design] = {
@@ -93,9 +103,11 @@ def with_options(
     no_gate: bool = False,
     no_broadcast: bool = False,
     firmware: str | None = None,
+    smi_features: int | None = None,
 ) -> Design:
-    """The design with a platform option changed, a firmware safeguard turned off, or the
-    firmware built as another edk2 version (``firmware``, one of FIRMWARE_VERSIONS)."""
+    """The design with a platform option changed, a firmware safeguard turned off, the firmware
+    built as another edk2 version (``firmware``, one of FIRMWARE_VERSIONS) or requesting other
+    SMI features (``smi_features``, the bits of etc/smi/requested-features)."""
     hw, fw = design.hw, design.fw
     if firmware is not None:
         if firmware not in FIRMWARE_VERSIONS:
@@ -113,6 +125,13 @@ def with_options(
         fw = replace(fw, lock_smram=False)
     if no_gate:
         fw = replace(fw, gate=False)
+    if smi_features is not None:
+        if not 0 <= smi_features <= SMI_F_ALL:
+            raise UsageError(
+                f"SMI features must be a mask of broadcast (1), CPU hotplug (2) and hot-unplug (4), "
+                f"0-{SMI_F_ALL} (got {smi_features})"
+            )
+        fw = replace(fw, request_features=smi_features)
     if no_broadcast:
         fw = replace(fw, request_features=0)
     return replace(design, hw=hw, fw=fw)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from smm_hotplug.code import PROGRAMS, program
 from smm_hotplug.firmware import layout as L
-from smm_hotplug.firmware.options import RELOC_FIRST_SMI, RELOC_MSR
+from smm_hotplug.firmware.options import FIX_NEGOTIATE_SMI_FEATURES, RELOC_FIRST_SMI, RELOC_MSR
 from smm_hotplug.hw import cpuhp, fw_cfg, lpc, mch
 from smm_hotplug.hw.config import MIB, SMI_F_CPU_HOT_UNPLUG, SMI_F_CPU_HOTPLUG
 from smm_hotplug.hw.cpu import ALL_EXCLUDING_SELF, DM_INIT, DM_SIPI, DM_SMI, SS_RIP, SS_SMBASE
@@ -97,6 +97,12 @@ def _fwcfg_dir(b, r: Boot):
 
 @boot.step("smi_supported")
 def _smi_supported(b, r: Boot):
+    if not b.opt.has_fix(FIX_NEGOTIATE_SMI_FEATURES):
+        # Before fe89a63da4 (2026-05): the boot path through MmControlPei enabled APM SMIs and
+        # locked SMI_EN but never negotiated, so QEMU keeps raising an APM SMI on the writing CPU
+        # only, and offers no SMI on CPU hotplug.
+        b.note("firmware: this boot path negotiates no SMI features")
+        return "tseg", r
     key = _key(r, fw_cfg.FILE_SUPPORTED)
     fwcfg_dma(b, (key << 16) | fw_cfg.DMA_CTL_SELECT | fw_cfg.DMA_CTL_READ, 8, L.DMA_BUF)
     return "smi_request", r._replace(supported=struct.unpack("<Q", b.rd_bytes(L.DMA_BUF, 8))[0])

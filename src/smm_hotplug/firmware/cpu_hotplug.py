@@ -21,7 +21,13 @@ CpuHotplug.c, QemuCpuhp.c and Smbase.c (/work/notes/edk2-firmware.md §5):
 from __future__ import annotations
 
 from smm_hotplug.firmware import layout as L
-from smm_hotplug.firmware.options import RELOC_FIRST_SMI, RELOC_MSR
+from smm_hotplug.firmware.options import (
+    FIX_COLLECT_FW_REMOVE,
+    FIX_DIRECTED_SMI,
+    FIX_SKIP_KNOWN_APIC_ID,
+    RELOC_FIRST_SMI,
+    RELOC_MSR,
+)
 from smm_hotplug.firmware.smm_core import HP, Scan, core, lay, table
 from smm_hotplug.hw import cpuhp
 from smm_hotplug.hw.cpu import DM_INIT, DM_SIPI, DM_SMI
@@ -63,6 +69,8 @@ def _hp_pending(b, r: Scan):
 @core.step("hp_status")
 def _hp_status(b, r: Scan):
     st = b.inp(HP + cpuhp.FLAGS, 1)
+    if not b.opt.has_fix(FIX_COLLECT_FW_REMOVE):
+        return _hp_status_before_fw_remove(b, r, st)
     if st & cpuhp.F_INSERT:
         if not st & cpuhp.F_ENABLED or st & cpuhp.F_FW_REMOVE:
             b.note(f"monarch: selector {r.sel}: inconsistent CPU status 0x{st:x}")
@@ -76,6 +84,20 @@ def _hp_status(b, r: Scan):
     if st & cpuhp.F_REMOVE:
         return _next_selector(b, r)  # a plain remove request is the OS's business
     return "add_next", r._replace(idx=0)  # no event: collection done
+
+
+def _hp_status_before_fw_remove(b, r: Scan, st: int):
+    """QemuCpuhpCollectApicIds before a752dd0746 ("collect hot-unplug events", 2021-03): an insert
+    event excludes a remove event, a CPU with a remove event — QEMU's device_del, which the OS
+    has not handled yet — is collected to unplug, and the firmware-remove bit is unknown."""
+    if st & cpuhp.F_INSERT:
+        if not st & cpuhp.F_ENABLED or st & cpuhp.F_REMOVE:
+            b.note(f"monarch: selector {r.sel}: inconsistent CPU status 0x{st:x}")
+            return "fatal"
+        return "hp_archid_cmd", r._replace(inserting=True)
+    if st & cpuhp.F_REMOVE:
+        return "hp_archid_cmd", r._replace(inserting=False)
+    return "add_next", r._replace(idx=0)  # no event (fw_remove is not looked at): collection done
 
 
 def _next_selector(b, r: Scan):
@@ -108,9 +130,10 @@ def _add_next(b, r: Scan):
         return "rm_next", r._replace(idx=0)
     apic, sel = r.plugged[r.idx]
     known = table(b)
-    if apic in known:
+    if apic in known and b.opt.has_fix(FIX_SKIP_KNOWN_APIC_ID):
         b.note(f"monarch: APIC ID {apic} is already known; skipped")
         return "add_next", r._replace(idx=r.idx + 1)
+    # Before 020bb4b46d (2020-08) a known APIC ID took a free slot and was relocated once more.
     if b.opt.slot_by_selector:
         slot = sel if known[sel] == L.INVALID_APIC_ID else None
     else:
@@ -141,6 +164,11 @@ def _rel_clear(b, r: Scan):
 @core.step("rel_pen")
 def _rel_pen(b, r: Scan):
     b.wr(pen(b) + L.PEN_VACATED, 1, 0)
+    if not b.opt.has_fix(FIX_DIRECTED_SMI):
+        # Before cbccf99592 (2020-08): INIT-SIPI-SIPI alone, trusting the broadcast SMI to be
+        # pending in the new CPU (it is not when the CPU was plugged after the broadcast).
+        b.note(f"monarch: relocating APIC ID {r.apic} into slot {r.slot}, with no SMI of its own")
+        return "rel_init"
     return "rel_smi"
 
 

@@ -32,6 +32,27 @@ EDK2_CURRENT = "edk2-current"
 FIRMWARE_VERSIONS = (EDK2_STABLE202211, EDK2_CURRENT)
 DEFAULT_FIRMWARE = EDK2_STABLE202211
 
+# Historical edk2 fixes a firmware step can revert (``FirmwareOptions.reverted``), by
+# history-catalog id (designs/history.py tells each one's story; the step that reads it says
+# what it did before):
+FIX_SKIP_KNOWN_APIC_ID = "edk2-020bb4b46d"  # cpu_hotplug._add_next: skip an APIC ID already known
+FIX_DIRECTED_SMI = "edk2-cbccf99592"  # cpu_hotplug._rel_pen/_rel_smi: SMI before INIT-SIPI-SIPI
+FIX_COLLECT_FW_REMOVE = "edk2-a752dd0746"  # cpu_hotplug._hp_status: unplug on fw_remove, not remove
+FIX_NEGOTIATE_SMI_FEATURES = "edk2-fe89a63da4"  # boot._smi_supported: negotiate on this boot path
+FIX_DELAY_SMM_EXIT = "edk2-121af960e2"  # smm_core._ap_exit: APs stay until every eject is written
+EDK2_FIXES = (
+    FIX_SKIP_KNOWN_APIC_ID,
+    FIX_DIRECTED_SMI,
+    FIX_COLLECT_FW_REMOVE,
+    FIX_NEGOTIATE_SMI_FEATURES,
+    FIX_DELAY_SMM_EXIT,
+)
+# Fixes a version does not have: 121af960e2 is first in edk2-stable202411.
+MISSING_FIXES: dict[str, frozenset[str]] = {
+    EDK2_STABLE202211: frozenset({FIX_DELAY_SMM_EXIT}),
+    EDK2_CURRENT: frozenset(),
+}
+
 
 @dataclass(frozen=True)
 class FirmwareOptions:
@@ -44,8 +65,13 @@ class FirmwareOptions:
     slot_by_selector: bool = False  # hotplug-reg: firmware slot i == hotplug slot i
     reserve_default_smbase: bool = False  # dma-guard: E820 reserves 0x30000-0x3ffff
     version: str = DEFAULT_FIRMWARE  # which edk2 the SMI rendezvous and eject follow
+    reverted: frozenset[str] = frozenset()  # EDK2_FIXES taken out again (the bug put back)
 
     @property
     def current(self) -> bool:
         """The firmware has the post-202211 changes (see the module docstring)."""
         return self.version == EDK2_CURRENT
+
+    def has_fix(self, fix: str) -> bool:
+        """The firmware has edk2 fix ``fix``: its version has it and it is not reverted."""
+        return fix not in self.reverted and fix not in MISSING_FIXES.get(self.version, frozenset())

@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 from smm_hotplug.code import program
 from smm_hotplug.firmware import layout as L
-from smm_hotplug.firmware.options import RELOC_HOTPLUG_REG
+from smm_hotplug.firmware.options import FIX_DELAY_SMM_EXIT, RELOC_HOTPLUG_REG
 from smm_hotplug.hw import cpuhp
 from smm_hotplug.hw.cpu import DM_SMI
 from smm_hotplug.hw.lpc import APM_CNT
@@ -187,8 +187,9 @@ def _ap_exit(b, r: Ap):
             b.hlt()
             b.note("parks itself in SMM (CLI; HLT) to be ejected")
             return "ap_parked"
-        if b.opt.current:
+        if b.opt.has_fix(FIX_DELAY_SMM_EXIT):
             return "ap_eject_wait"  # 121af960e2: stay until every eject is written
+        # Before it (edk2-stable202211): leave at once, while the monarch may still be ejecting.
     b.rsm()
     return "rsm"
 

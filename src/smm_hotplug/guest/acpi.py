@@ -51,6 +51,11 @@ from smm_hotplug.hw.apic import SCI_VECTOR
 from smm_hotplug.hw.cpu import DM_FIXED
 
 HP = cpuhp.BASE
+# The AML is QEMU's (build_cpus_aml), so its fixes are QEMU's, by history-catalog id
+# (``HardwareFeatures.reverted`` takes one out): CSCN selects each new CPU again before clearing
+# its insert event ("x68: acpi: trigger SMI before sending hotplug Notify event to OSPM", v5 of
+# 2020-09-07 after Laszlo Ersek's review of v2; QEMU 5.2).  v2-v4 wrote CINS without CSEL.
+FIX_CINS_RESELECT = "qemu-cpuhp-cins-reselect"
 CNEW_MAX = 255  # CSCN's package of new CPUs; a full one is handled, then the scan goes on
 FLAG_HOTPLUG_SMI = 1  # OS_GLOBALS + 4, bit 0: the firmware negotiated SMI on CPU hotplug
 
@@ -190,12 +195,17 @@ def _notify_sel(b, r: Cscn):
     uid = r.added[r.idx]
     b.note(f"OS: Notify(CPU {uid}, device check)")
     _queue_work(b, DEVICE_CHECK, uid)
+    if FIX_CINS_RESELECT in b.cfg.hw.reverted:
+        return "notify_clear"
     b.out(HP + cpuhp.SELECTOR, 4, uid)
     return "notify_clear"
 
 
 @irq.step("notify_clear")
 def _notify_clear(b, r: Cscn):
+    if FIX_CINS_RESELECT in b.cfg.hw.reverted:
+        uid = r.added[r.idx]
+        b.note(f"OS: CINS = 1 meant for CPU {uid}, without selecting it (hits the CPU selected last)")
     b.out(HP + cpuhp.FLAGS, 1, cpuhp.F_INSERT)
     return _notify(b, r._replace(idx=r.idx + 1))
 

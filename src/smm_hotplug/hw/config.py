@@ -244,6 +244,11 @@ class HardwareFeatures:
     # The AMD HyperTransport hole below 1 TiB in the E820 map (pc_memory_init: an AMD vCPU with
     # 40+ physical address bits on machine types 7.1 and later, e.g. the default qemu64).
     amd_ht_hole: bool = True
+    # Historical QEMU fixes, by history-catalog id (designs/history.py; the ids are defined next to
+    # the step each one changes: hw/cpuhp.py, hw/lpc.py, hw/mch.py and the AML in guest/acpi.py):
+    # ``reverted`` takes out fixes QEMU 7.2 has, ``backported`` puts in later upstream ones it lacks.
+    reverted: frozenset[str] = frozenset()
+    backported: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,15 @@ CMD_MAX = 4
 SMBASE_REG = 0xC  # u32, present only with that hardware feature
 SMBASE_REG_LEN = 4
 
+# Fixes of this device QEMU 7.2 has, by history-catalog id (``HardwareFeatures.reverted`` takes one
+# out; designs/history.py tells their story).  Both came with "acpi: cpuhp: introduce 'firmware
+# performs eject' status/control bits" (QEMU 6.0), changed in review before it was merged:
+# command 0 also stops at a CPU whose firmware-remove bit is set (PATCH v2, 2020-12-07) ...
+FIX_GET_NEXT_FW_REMOVE = "qemu-cpuhp-getnext-fw-remove"
+# ... and an eject clears that bit, which writing 1 now only sets (PATCH v1, 2020-12-04; the RFC of
+# 2020-11-24 left it set by an eject and toggled it on each write).
+FIX_EJECT_CLEARS_FW_REMOVE = "qemu-cpuhp-eject-clears-fw-remove"
+
 # _OST values QEMU forwards in ACPI_DEVICE_OST (ACPI 6.x table 6-196 and 6-197).
 OST_EV_INSERT = 0x01
 OST_EV_EJECT = 0x03
@@ -92,9 +101,13 @@ def flags(hp: CpuHp, slot: int, present: bool) -> int:
     )
 
 
-def next_with_event(hp: CpuHp, max_cpus: int) -> int:
-    """Command 0: scan from the selector inclusive, wrapping once; selector kept if none."""
-    events = hp.insert | hp.remove | hp.fw_remove
+def next_with_event(hp: CpuHp, max_cpus: int, reverted: frozenset[str] = frozenset()) -> int:
+    """Command 0: scan from the selector inclusive, wrapping once; selector kept if none.  A CPU
+    has an event when it is inserting, removing or (QEMU 7.2; not as first posted) to be removed
+    by the firmware."""
+    events = hp.insert | hp.remove
+    if FIX_GET_NEXT_FW_REMOVE not in reverted:
+        events |= hp.fw_remove
     it = hp.selector
     while True:
         if has(events, it):
@@ -182,10 +195,17 @@ def write(hp: CpuHp, links: Links, offset: int, size: int, value: int) -> tuple[
         if value & F_REMOVE:
             return hp._replace(remove=set_bit(hp.remove, sel, False)), NONE
         occupied = sel != 0 and has(links.present, sel)  # the boot CPU is never ejected
+        rfc = FIX_EJECT_CLEARS_FW_REMOVE in links.cfg.hw.reverted
         if value & F_EJECT:
             if not occupied:
                 return hp, NONE
+            if rfc:  # as in the RFC: the eject leaves the bit as it is
+                return hp, (Eject(sel),)
             return hp._replace(fw_remove=set_bit(hp.fw_remove, sel, False)), (Eject(sel),)
+        if value & F_FW_REMOVE and rfc:  # as in the RFC: each write flips the bit, in any slot
+            on = not has(hp.fw_remove, sel)
+            effects = (FirmwareRemove(sel),) if on else NONE
+            return hp._replace(fw_remove=set_bit(hp.fw_remove, sel, on)), effects
         if value & F_FW_REMOVE and occupied:
             return hp._replace(fw_remove=set_bit(hp.fw_remove, sel, True)), (FirmwareRemove(sel),)
         return hp, NONE
@@ -193,7 +213,7 @@ def write(hp: CpuHp, links: Links, offset: int, size: int, value: int) -> tuple[
         if value < CMD_MAX:
             hp = hp._replace(command=value)
             if value == CMD_GET_NEXT_WITH_EVENT:
-                hp = hp._replace(selector=next_with_event(hp, n))
+                hp = hp._replace(selector=next_with_event(hp, n, links.cfg.hw.reverted))
         return hp, NONE
     if offset == DATA:
         if hp.command == CMD_OST_EVENT:

@@ -279,20 +279,28 @@ def features_ok_selected(lpc: Lpc, supported: int) -> Lpc:
     return lpc._replace(smi_negotiated=req, smi_features_ok=1)
 
 
-def plug_refusal(lpc: Lpc) -> str | None:
-    """ich9_pm_device_pre_plug_cb for a CPU."""
+# QEMU 5.2's refusals of CPU hotplug the firmware cannot handle, by history-catalog id
+# (``HardwareFeatures.reverted`` takes one out): "x86: cpuhp: prevent guest crash on CPU hotplug
+# when broadcast SMI is in use" (2020-09) ...
+FIX_REFUSE_PLUG = "qemu-cpuhp-refuse-plug-without-smi"
+# ... and "x86: cpuhp: refuse cpu hot-unplug request earlier if not supported" (2020-07/09).
+FIX_REFUSE_UNPLUG = "qemu-cpuhp-refuse-unplug-without-smi"
+
+
+def plug_refusal(lpc: Lpc, reverted: frozenset[str] = frozenset()) -> str | None:
+    """ich9_pm_device_pre_plug_cb for a CPU (``reverted``: HardwareFeatures.reverted)."""
     neg = lpc.smi_negotiated
-    if neg & SMI_F_BROADCAST and not neg & SMI_F_CPU_HOTPLUG:
+    if neg & SMI_F_BROADCAST and not neg & SMI_F_CPU_HOTPLUG and FIX_REFUSE_PLUG not in reverted:
         return "cpu hotplug with SMI wasn't enabled by firmware"
     return None
 
 
-def unplug_refusal(lpc: Lpc, modern: bool, driver: str) -> str | None:
+def unplug_refusal(lpc: Lpc, modern: bool, driver: str, reverted: frozenset[str] = frozenset()) -> str | None:
     """ich9_pm_device_unplug_request_cb for a CPU (legacy hotplug cannot unplug CPUs)."""
     if not modern:
         return f"acpi: device unplug request for not supported device type: {driver}"
     neg = lpc.smi_negotiated
-    if neg & SMI_F_BROADCAST and not neg & SMI_F_CPU_HOT_UNPLUG:
+    if neg & SMI_F_BROADCAST and not neg & SMI_F_CPU_HOT_UNPLUG and FIX_REFUSE_UNPLUG not in reverted:
         return "cpu hot-unplug with SMI wasn't enabled by firmware"
     return None
 

@@ -24,7 +24,7 @@ class Refused(Exception):
 
 def plug_check(plat: Board, m: Machine, slot: int) -> None:
     """What QEMU checks before creating a CPU, in QEMU's order."""
-    refusal = lpc.plug_refusal(m.lpc)
+    refusal = lpc.plug_refusal(m.lpc, plat.cfg.hw.reverted)
     if refusal:
         raise Refused(refusal)
     cfg = plat.cfg
@@ -55,7 +55,7 @@ def plug(plat: Board, m: Machine, slot: int, log: Log, actor: str = "mgmt") -> M
 
 
 def unplug_check(plat: Board, m: Machine, slot: int) -> None:
-    refusal = lpc.unplug_refusal(m.lpc, m.cpuhp.modern, plat.cfg.cpu_type)
+    refusal = lpc.unplug_refusal(m.lpc, m.cpuhp.modern, plat.cfg.cpu_type, plat.cfg.hw.reverted)
     if refusal:
         raise Refused(refusal)
     if not 0 <= slot < plat.cfg.max_cpus or not m.cpus[slot].present:

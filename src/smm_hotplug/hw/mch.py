@@ -177,15 +177,28 @@ def _config_write(mch: Mch, reg: int, size: int, value: int, cfg: PlatformConfig
     if ext_touched and cfg.ext_tseg_mb > 0 and new.ext_tseg == EXT_TSEG_QUERY:
         new = new._replace(ext_tseg=cfg.ext_tseg_mb)
     if F_SMBASE in touched and cfg.hw.smbase_window:
-        new = _update_smbase_window(new)
+        new = _update_smbase_window(new, cfg)
     return new
 
 
-def _update_smbase_window(mch: Mch) -> Mch:
-    """mch_update_smbase_smram: query, then lock; everything else before the query is discarded."""
+# The upstream fix QEMU 7.2 lacks, by history-catalog id (``HardwareFeatures.backported`` puts it
+# in): "q35: Fix migration of SMRAM state" (Igor Mammedov, v2 2025-12-11, Fixes f404220e279c;
+# reported by Andrey Ryabinin): the 0x9c write mask follows the register's value instead of
+# deciding it, so a value loaded by migration survives.
+FIX_SMBASE_MIGRATION = "qemu-q35-smbase-migration"
+
+
+def _update_smbase_window(mch: Mch, cfg: PlatformConfig) -> Mch:
+    """mch_update_smbase_smram: query, then lock.  QEMU 7.2 discards every value while the write
+    mask is still the reset one (0xff) — a write before the query, or a value just loaded by
+    migration; with the fix the mask is derived from the value (0x01: only the lock bit is
+    writable; the lock bit set: locked)."""
     if mch.f_smbase == F_SMBASE_QUERY:
         return mch._replace(f_smbase=F_SMBASE_IN_RAM, f_smbase_wmask=F_SMBASE_LCK)
-    if mch.f_smbase_wmask == 0xFF:
+    if FIX_SMBASE_MIGRATION in cfg.hw.backported:
+        if mch.f_smbase == F_SMBASE_IN_RAM:
+            return mch._replace(f_smbase_wmask=F_SMBASE_LCK)
+    elif mch.f_smbase_wmask == 0xFF:
         return mch._replace(f_smbase=0)
     if mch.f_smbase & F_SMBASE_LCK:
         return mch._replace(f_smbase=F_SMBASE_LCK, f_smbase_wmask=0)
@@ -195,15 +208,16 @@ def _update_smbase_window(mch: Mch) -> Mch:
 # -- live migration (hw/pci-host/q35.c: vmstate_mch, mch_post_load) -----------------------------
 def _post_load(mch: Mch, cfg: PlatformConfig) -> Mch:
     """mch_update on the loaded configuration space.  The write masks are the destination's
-    reset ones (the PCI loader copies values only, hw/pci/pci.c get_pci_config_device), so the
-    0x9c update sees a mask of 0xff, takes the value for one written before any query and
-    discards it: the default-SMBASE window is no longer SMRAM and is open to a new query."""
+    reset ones (the PCI loader copies values only, hw/pci/pci.c get_pci_config_device), so
+    QEMU 7.2's 0x9c update sees a mask of 0xff, takes the value for one written before any
+    query and discards it: the default-SMBASE window is no longer SMRAM and is open to a new
+    query.  With FIX_SMBASE_MIGRATION the mask is re-derived from the value and the lock stays."""
     if mch.smram & SMRAM_D_LCK:  # mch_update_smram
         mch = mch._replace(smram=mch.smram & ~SMRAM_D_OPEN)
     if cfg.ext_tseg_mb > 0 and mch.ext_tseg == EXT_TSEG_QUERY:  # mch_update_ext_tseg_mbytes
         mch = mch._replace(ext_tseg=cfg.ext_tseg_mb)
     if cfg.hw.smbase_window:  # mch_update_smbase_smram (returns at once without the window)
-        mch = _update_smbase_window(mch)
+        mch = _update_smbase_window(mch, cfg)
     return mch
 
 

@@ -19,6 +19,7 @@ from smm_hotplug.designs.catalog import DEFAULT_DESIGN
 from smm_hotplug.errors import UsageError
 from smm_hotplug.firmware.options import DEFAULT_FIRMWARE, FIRMWARE_VERSIONS
 from smm_hotplug.hw.config import ACCEL_KVM, ACCELS
+from smm_hotplug.interfaces import history_cli
 from smm_hotplug.world import Scenario
 
 EXIT_OK = 0
@@ -126,6 +127,13 @@ design_options = _options(
     click.option(
         "--fw-no-broadcast", is_flag=True, help="Firmware negotiates no SMI features (no broadcast)."
     ),
+    click.option(
+        "--fw-smi-features",
+        type=click.IntRange(0, 7),
+        default=None,
+        metavar="MASK",
+        help="SMI features the firmware requests: broadcast 1, CPU hotplug 2, hot-unplug 4 (default 7).",
+    ),
 )
 
 
@@ -169,7 +177,7 @@ def _budgets(specs: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
     return tuple(budgets.items())
 
 
-def _setup(design: str, attacks: tuple[str, ...], scenario: Scenario, **opts: Any):
+def _setup(design: str, attacks: tuple[str, ...], scenario: Scenario, validate: bool = True, **opts: Any):
     from smm_hotplug.checker.traces import CheckSetup
 
     setup = CheckSetup(
@@ -184,8 +192,10 @@ def _setup(design: str, attacks: tuple[str, ...], scenario: Scenario, **opts: An
         no_gate=opts.get("fw_no_gate", False),
         no_broadcast=opts.get("fw_no_broadcast", False),
         firmware=opts.get("firmware", DEFAULT_FIRMWARE),
+        smi_features=opts.get("fw_smi_features"),
     )
-    setup.system()  # validates design, attacks and counts up front
+    if validate:
+        setup.system()  # validates design, attacks and counts up front
     return setup
 
 
@@ -233,6 +243,16 @@ def cases() -> None:
 
     for cid, case in HARD_CASES.items():
         click.echo(f"{cid:26} {case.summary}")
+
+
+@cli.command()
+@click.argument("entry_ids", nargs=-1, metavar="[ID]...")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as a JSON list.")
+def history(entry_ids: tuple[str, ...], as_json: bool) -> None:
+    """List the history catalog: real QEMU and edk2 bugs the checker rediscovers (id, project,
+    date, title, the race, the property that fails, its scenario).  `check --revert ID` checks one
+    with its fix reverted, `matrix --history` checks them all."""
+    history_cli.list_entries(entry_ids, as_json, console())
 
 
 # Cells of the matrix beyond this many states are reported as incomplete rather than run for hours
@@ -514,6 +534,8 @@ def _describe_violations(
     help="Adversary id (repeatable; `all` for every one). None: the benign flow.",
 )
 @BUDGET_OPTION
+@click.option("--revert", "revert_ids", multiple=True, metavar="ID", help=history_cli.REVERT_HELP)
+@click.option("--history", "history_id", default=None, metavar="ID", help=history_cli.HISTORY_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option(
     "--trace-out",
@@ -527,6 +549,8 @@ def check(
     scenario: Scenario,
     design: str,
     attack_ids: tuple[str, ...],
+    revert_ids: tuple[str, ...],
+    history_id: str | None,
     as_json: bool,
     trace_out: Path | None,
     limits: Limits,
@@ -543,7 +567,12 @@ def check(
     from smm_hotplug.checker.run import run_check
     from smm_hotplug.checker.traces import save
 
-    setup = _setup(design, attack_ids, scenario, **opts)
+    entry = bool(revert_ids) or history_id is not None  # validated once the entry's scenario is in
+    setup = _setup(design, attack_ids, scenario, validate=not entry, **opts)
+    setup = history_cli.with_history(setup, revert_ids, history_id)
+    about = history_cli.describe_setup(setup, revert_ids, history_id)
+    if about is not None:
+        note(about, as_json)
     res = _with_progress(lambda progress: run_check(setup, limits=limits, progress=progress), as_json)
     doc = res.to_json()
     if trace_out is not None and res.verdict == "violated":
@@ -573,7 +602,7 @@ def check(
         what = "the shortest trace as a sequence diagram" if sections else "no diagram (nothing violated)"
         note(f"HTML page written to {html_out}: the verdict table and {what}", as_json)
     if junit is not None:
-        _write_junit(junit, "check", scenario, [res], [], as_json)
+        _write_junit(junit, "check", setup.scenario, [res], [], as_json)
     sys.exit({"holds": EXIT_OK, "violated": EXIT_VIOLATED}.get(res.verdict, EXIT_USAGE))
 
 
@@ -758,6 +787,13 @@ def _check_workers(workers: int | None) -> None:
     help="Compare every cell's verdict and violated property with FILE (a saved `matrix --json`); "
     "exit 1 listing each cell that changed.",
 )
+@click.option(
+    "--history",
+    "history",
+    is_flag=True,
+    help="Instead of the matrix, run the history catalog: each entry's scenario with its fix reverted "
+    "(must violate the entry's property) and in place (must hold).",
+)
 @matrix_options
 def matrix(
     scenario: Scenario,
@@ -766,6 +802,7 @@ def matrix(
     budget_specs: tuple[str, ...],
     as_json: bool,
     expect_path: str | None,
+    history: bool,
     design_ids: tuple[str, ...],
     attack_ids: tuple[str, ...],
     limits: Limits,
@@ -773,14 +810,18 @@ def matrix(
     junit: Path | None,
 ) -> None:
     """Every design × every adversary (plus none and all): verdicts, properties, figures, and a
-    `+ DoS property (steps)` mark for each finding.
+    `+ DoS property (steps)` mark for each finding.  With --history: the history catalog.
 
-    Exits 0; with --expect, 1 when a cell's verdict or violated property changed; 2 on bad input or
-    when Ctrl-C stopped it (the finished cells are reported)."""
+    Exits 0; with --expect, 1 when a cell's verdict or violated property changed; with --history,
+    1 when an entry is not rediscovered or does not hold with its fix; 2 on bad input or when
+    Ctrl-C stopped it (the finished cells are reported)."""
     from smm_hotplug.checker.run import run_matrix
     from smm_hotplug.report.checks import render_matrix
 
     _check_workers(workers)
+    if history:
+        _history_catalog(limits, workers, as_json)
+        return
     budgets = _budgets(budget_specs)
     expectation = None
     if expect_path is not None:
@@ -825,6 +866,26 @@ def matrix(
         note(f"all {len(results)} cells match {expect_path}", as_json)
 
 
+def _history_catalog(limits: Limits, workers: int | None, as_json: bool) -> None:
+    """matrix --history: the catalog, its table (or JSON), exit 1 unless every entry is as claimed."""
+    ctx = click.get_current_context()
+    fixed = {"history", "as_json", "workers", "max_states", "max_seconds", "max_memory", "max_depth"}
+    given = [p for p in ctx.command.params if p.name not in fixed and history_cli.given(ctx, p.name or "")]
+    history_cli.refuse_with_catalog([p.opts[0] for p in given])
+    err = Console(stderr=True)
+    log = None if err.is_terminal and not as_json else (lambda line: click.echo(line, err=True))
+    results = history_cli.run_catalog(limits, workers, log)
+    if as_json:
+        click.echo(json.dumps(history_cli.catalog_json(results), indent=2))
+    else:
+        history_cli.render_catalog(results, console())
+    problems = [p for r in results for p in r.problems()]
+    for line in problems:
+        click.echo(f"smm-hotplug: {line}", err=True)
+    if problems:
+        sys.exit(EXIT_VIOLATED)
+
+
 @cli.command()
 @junit_option("report")
 @scenario_options
@@ -845,6 +906,13 @@ def matrix(
     required=True,
     help="HTML file to write.",
 )
+@click.option(
+    "--history/--no-history",
+    "with_history",
+    default=True,
+    show_default=True,
+    help="Also run the history catalog (`matrix --history`) and show each entry's trace.",
+)
 @matrix_options
 def report(
     scenario: Scenario,
@@ -854,14 +922,17 @@ def report(
     accels: tuple[str, ...],
     budget_specs: tuple[str, ...],
     out: Path,
+    with_history: bool,
     limits: Limits,
     workers: int | None,
     junit: Path | None,
 ) -> None:
     """One self-contained HTML page: the matrix (one per accelerator), every shortest attack and
-    finding, and the benign hot-add/remove.
+    finding, the history catalog (each real bug with its fix reverted and in place) and the benign
+    hot-add/remove.
 
-    Exits 0, or 2 on bad input or when Ctrl-C stopped it (the page then shows the finished cells)."""
+    Exits 0, 1 when a history entry is not rediscovered or does not hold with its fix, or 2 on bad
+    input or when Ctrl-C stopped it (the page then shows the finished cells)."""
     from smm_hotplug.checker.run import run_matrix
     from smm_hotplug.checker.traces import CheckSetup
     from smm_hotplug.designs.catalog import DEFAULT_DESIGN
@@ -913,6 +984,11 @@ def report(
         if unfinished:
             break  # Ctrl-C: the accelerators after this one are not checked
     diagrams = len(sections)
+    history_html, history_problems = "", []
+    if with_history and not unfinished:
+        history_html, past, history_problems = _history_report(limits, workers)
+        sections += past
+    entries = len(sections) - diagrams
     sections += benign_sections(CheckSetup(DEFAULT_DESIGN, scenario, firmware=firmware).system())
     intro = (
         f"-smp {scenario.smp}, plug {scenario.plug}, unplug {scenario.unplug}, firmware {firmware}, "
@@ -924,18 +1000,33 @@ def report(
     )
     if unfinished:
         intro += f" Incomplete page: {_interrupted(results, unfinished)}."
-    out.write_text(page("smm-hotplug: designs × adversaries", intro, sections, "".join(tables)))
-    benign = len(sections) - diagrams
+    out.write_text(page("smm-hotplug: designs × adversaries", intro, sections, "".join(tables), history_html))
+    benign = len(sections) - diagrams - entries
+    past = f", {plural(entries, 'historical bug')}, each with its fix reverted" if with_history else ""
     click.echo(
         f"report written to {out}: {plural(len(results), 'check')}, {plural(len(sections), 'diagram')} "
-        f"({plural(diagrams, 'shortest trace')} of attacks and findings, {plural(benign, 'benign run')} "
-        f"of {DEFAULT_DESIGN})"
+        f"({plural(diagrams, 'shortest trace')} of attacks and findings{past}, "
+        f"{plural(benign, 'benign run')} of {DEFAULT_DESIGN})"
     )
     if junit is not None:
         _write_junit(junit, "report", scenario, results, unfinished, False, budgets)
     if unfinished:
         click.echo(f"smm-hotplug: {_interrupted(results, unfinished)}", err=True)
         sys.exit(EXIT_USAGE)
+    for line in history_problems:
+        click.echo(f"smm-hotplug: {line}", err=True)
+    if history_problems:
+        sys.exit(EXIT_VIOLATED)
+
+
+def _history_report(limits: Limits, workers: int | None) -> tuple[str, list[Any], list[str]]:
+    """The report's history part: its table, one diagram per entry, and what is not as claimed."""
+    from smm_hotplug.report.history import history_sections, history_table
+
+    err = Console(stderr=True)
+    log = None if err.is_terminal else (lambda line: click.echo(line, err=True))
+    results = history_cli.run_catalog(limits, workers, log)
+    return history_table(results), history_sections(results), [p for r in results for p in r.problems()]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,10 @@ def render_check(res: CheckResult, console: Console) -> None:
             style="bold",
         )
     )
+    if res.reverted or res.backported:
+        changes = [f"reverted: {', '.join(res.reverted)}"] if res.reverted else []
+        changes += [f"backported: {', '.join(res.backported)}"] if res.backported else []
+        console.print(Text(f"historical fixes {'; '.join(changes)}", style="bold"))
     if res.judged:
         line = f"properties deciding: {', '.join(res.judged)}"
         if res.accepted:

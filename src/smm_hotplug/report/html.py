@@ -247,11 +247,15 @@ def matrix_table(
     )
 
 
-def page(title: str, intro: str, sections: list[Section], matrix_html: str = "") -> str:
+def page(title: str, intro: str, sections: list[Section], matrix_html: str = "", extra_html: str = "") -> str:
+    """The page: title, intro, the matrix (if any), ``extra_html`` (e.g. the history table, with
+    its own heading), then the sections."""
     legend = "".join(f'<span><i style="background:{c}"></i>{escape(t)}</span>' for c, t in LEGEND)
     body = [f"<h1>{escape(title)}</h1>", f'<p class="sub">{escape(intro)}</p>']
     if matrix_html:
         body += ["<h2>Design × adversary</h2>", matrix_html]
+    if extra_html:
+        body.append(extra_html)
     if sections:
         body.append(f'<p class="legend">{legend}</p>')
     for sec in sections:

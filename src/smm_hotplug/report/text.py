@@ -37,7 +37,9 @@ def render_timeline(res: SimResult, console: Console, verbose: bool = False) -> 
             f"{sc.boot_cpus} boot CPUs, max {sc.max_cpus}"
             + (f" ({sc.topology.spec()})" if sc.topology is not None else "")
             + f", plug {sc.plug}, unplug {sc.unplug}"
-            + (f", seed {res.seed}" if res.seed is not None else ""),
+            + (f", seed {res.seed}" if res.seed is not None else "")
+            + (f"; fixes reverted: {', '.join(sys_.design.reverted)}" if sys_.design.reverted else "")
+            + (f"; backported: {', '.join(sys_.design.backported)}" if sys_.design.backported else ""),
             style="bold",
         )
     )
@@ -119,6 +121,8 @@ def simulation_json(res: SimResult, verbose: bool = False) -> dict[str, Any]:
         "design": sys_.design.id,
         "firmware": sys_.design.fw.version,
         "accel": sys_.cfg.hw.accel,
+        "reverted": list(sys_.design.reverted),
+        "backported": list(sys_.design.backported),
         "scenario": {
             "boot_cpus": sc.boot_cpus,
             "max_cpus": sc.max_cpus,

@@ -206,7 +206,7 @@ class QmpSession:
 
     def _slot(self, values: dict[str, int]) -> int:
         """pc_cpu_pre_plug: the SMI refusal first, then topology, then the slot itself."""
-        refusal = lpc.plug_refusal(self.qm.m.lpc)
+        refusal = lpc.plug_refusal(self.qm.m.lpc, self.qm.cfg.hw.reverted)
         if refusal:
             raise _generic(refusal)
         cfg = self.qm.cfg
