@@ -1,9 +1,10 @@
 """The exhaustive checker: breadth-first over every interleaving of every actor.
 
-States are ``World`` values; the visited set is a dict keyed by the state value itself (its
-hash is cheap: RAM keeps an incremental hash), each kept state built from shared parts
-(``checker.pool``), and the moves between them recorded in flat arrays (``checker.graph``);
-limits and Ctrl-C stop the search as a bounded proof (``checker.limits``).  Safety properties
+States are ``World`` values, kept as short tuples of ids of hash-consed parts in a numpy
+visited set (``checker.store``), searched layer by layer in one process (``checker.search``)
+or on several (``checker.parallel``, ``checker.cluster``) with the same result; the moves
+between them are recorded in flat arrays (``checker.graph``); limits and Ctrl-C stop the
+search as a bounded proof (``checker.limits``).  Safety properties
 are checked on every transition, so the first violation found lies at minimal depth and its
 trace is a shortest attack.  ``hotplug-completes`` is checked once the space is explored:
 every reachable state must be able to reach the end of the scenario (no deadlock, no livelock)
@@ -13,15 +14,13 @@ every reachable state must be able to reach the end of the scenario (no deadlock
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from smm_hotplug.adversaries.base import Adversary
 from smm_hotplug.checker.cases import HARD_CASES, Predicate
-from smm_hotplug.checker.graph import StateGraph
 from smm_hotplug.checker.limits import Limits, Watch
-from smm_hotplug.checker.pool import StatePool
+from smm_hotplug.checker.search import Monitor, Options, Progress, search
 from smm_hotplug.invariants import PROPERTIES
 from smm_hotplug.world import System, World
 
@@ -59,6 +58,8 @@ class CheckResult:
     # to each, None for those it never reached.
     cases: dict[str, int | None] = field(default_factory=dict)
     stopped: str | None = None  # incomplete: the limit that stopped it ("at depth 90")
+    # How the search stored what it saw: bytes of the visited set and graph, memo hits, ...
+    stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bound(self) -> int | None:
@@ -87,9 +88,6 @@ class CheckResult:
         }
 
 
-Progress = Callable[[int, int, int], None]  # (states, transitions, depth)
-
-
 class Exploration(NamedTuple):
     verdict: str  # "holds" | "violated" | "incomplete" | "reached" (a goal case)
     prop: str | None
@@ -100,6 +98,7 @@ class Exploration(NamedTuple):
     depth: int
     reached: dict[str, int]  # hard case -> steps of the shortest schedule to it
     stopped: str | None = None  # incomplete: which limit stopped it ("after 1,000 states")
+    stats: dict[str, Any] | None = None  # how the search stored what it saw (bytes, memo hits)
 
 
 def explore(
@@ -109,103 +108,25 @@ def explore(
     progress: Progress | None = None,
     cases: dict[str, Predicate] | None = None,
     goal: str | None = None,
+    options: Options | None = None,
+    monitor: Monitor | None = None,
 ) -> Exploration:
     """BFS.  ``cases``: predicates whose first (shallowest) state is recorded; reaching ``goal``,
     one of them, ends the search with verdict "reached" and the schedule to it.  A limit (or
-    Ctrl-C) ends it with verdict "incomplete"."""
+    Ctrl-C) ends it with verdict "incomplete".  ``options`` say how to search (compressed or
+    fingerprinted states, memoised steps, worker processes, a cluster): the result is the same."""
+    options = options or Options()
     watch = Watch(limits)
-    safety = frozenset(judged) - {"hotplug-completes"}
-    liveness = "hotplug-completes" in judged
-    init = system.initial()
-    pending = dict(cases or {})  # cases not reached yet
-    reached: dict[str, int] = {}
-    index: dict[World, int] = {init: 0}
-    pool = StatePool()
-    graph = StateGraph()
-    finished: list[int] = []
-    frontier = [0]
-    states_list: list[World] = [init]
-    transitions = 0
-    depth = 0
+    if options.workers > 1 or options.cluster is not None:
+        from smm_hotplug.checker.parallel import search_parallel
 
-    def visit(w: World, d: int) -> bool:
-        """Record the cases ``w`` is an instance of; True when it is the goal."""
-        for case, holds_in in list(pending.items()):
-            if holds_in(system, w):
-                reached[case] = d
-                del pending[case]
-                if case == goal:
-                    return True
-        return False
-
-    def result(verdict, prop=None, detail=None, sched=None, d=0, stopped=None) -> Exploration:
-        return Exploration(verdict, prop, detail, sched or [], len(index), transitions, d, reached, stopped)
-
-    def incomplete(why: str) -> Exploration:
-        # Layers 0..depth-1 are fully expanded: every schedule of up to ``depth`` steps has
-        # been checked (see CheckResult.bound).
-        detail = f"stopped {why}: no schedule of up to {depth} steps violates a safety property"
-        if liveness:
-            detail += "; hotplug-completes not decided"
-        return result("incomplete", detail=detail, d=depth, stopped=why)
-
-    if visit(init, 0):
-        return result("reached", detail=goal)
-
-    try:
-        while frontier:
-            nxt: list[int] = []
-            for sid in frontier:
-                w = states_list[sid]
-                edges: list[int] = []
-                for mv in system.moves(w):
-                    transitions += 1
-                    tid = index.get(mv.world)
-                    if tid is None:
-                        system.check(mv.world, mv.log)  # state invariants: once per state
-                    bad = [v for v in mv.log.violations if v.prop in safety]
-                    if bad:
-                        sched = [*graph.path_to(sid), (mv.actor, mv.choice)]
-                        return result("violated", bad[0].prop, bad[0].text, sched, depth + 1)
-                    if tid is None:
-                        tid = len(states_list)
-                        kept = pool.world(mv.world)
-                        index[kept] = tid
-                        states_list.append(kept)
-                        graph.add(sid, mv.actor, mv.choice)
-                        nxt.append(tid)
-                        if pending and visit(kept, depth + 1):
-                            return result("reached", detail=goal, sched=graph.path_to(tid), d=depth + 1)
-                    if liveness:
-                        edges.append(tid)
-                if liveness:
-                    graph.expanded(edges)
-                    if not edges and system.finished(w):
-                        finished.append(sid)
-                why = watch.exceeded(len(index), transitions)
-                if why is not None:
-                    return incomplete(why)
-            if progress is not None:
-                progress(len(index), transitions, depth)
-            frontier = nxt
-            depth += 1
-            why = watch.deep_enough(depth) if frontier else None
-            if why is not None:
-                return incomplete(why)
-            # ids are assigned in BFS order: states are expanded in id order
-        stuck = graph.cannot_finish(finished) if liveness else None
-    except KeyboardInterrupt:
-        return incomplete("when interrupted (Ctrl-C)")
-    if stuck is not None:
-        w = states_list[stuck]
-        kind = "deadlock" if not graph.out_degree(stuck) else "livelock"
-        detail = f"{kind}: from this state the scenario can never complete ({_describe_stuck(system, w)})"
-        sched = graph.path_to(stuck)
-        return result("violated", "hotplug-completes", detail, sched, len(sched))
-    return result("holds", d=depth)
+        out = search_parallel(system, judged, watch, dict(cases or {}), goal, options, progress, monitor)
+    else:
+        out = search(system, judged, watch, dict(cases or {}), goal, options, progress, monitor)
+    return Exploration(*out)
 
 
-def _describe_stuck(system: System, w: World) -> str:
+def describe_stuck(system: System, w: World) -> str:
     from smm_hotplug.simulator import PLACES
 
     parts = []
@@ -254,13 +175,22 @@ def check(
     progress: Progress | None = None,
     describe: bool = True,
     goal: str | None = None,
+    options: Options | None = None,
+    monitor: Monitor | None = None,
 ) -> CheckResult:
     """Prove ``judged`` (recording the hard cases passed), or with ``goal`` — a hard case id and
     no properties judged — find the shortest schedule to it (verdict "reached"/"unreachable")."""
     t0 = time.perf_counter()
     chosen = HARD_CASES if goal is None else {goal: HARD_CASES[goal]}
     out = explore(
-        system, judged, limits, progress, cases={c: hc.holds_in for c, hc in chosen.items()}, goal=goal
+        system,
+        judged,
+        limits,
+        progress,
+        cases={c: hc.holds_in for c, hc in chosen.items()},
+        goal=goal,
+        options=options,
+        monitor=monitor,
     )
     seconds = time.perf_counter() - t0
     verdict, detail = out.verdict, out.detail
@@ -284,6 +214,7 @@ def check(
         judged,
         cases={case: out.reached.get(case) for case in chosen},
         stopped=out.stopped,
+        stats=out.stats or {},
     )
     if verdict in ("violated", "reached") and describe:
         res.trace = replay_trace(system, out.schedule)

@@ -216,6 +216,7 @@ def apply(board: Board, acc: Access, effects: Effects) -> None:
 def _raise_smi(acc: Access, broadcast: bool) -> None:
     """The chipset's SMI (ich9_apm_ctrl_changed): every CPU, or the one that wrote APM_CNT."""
     if broadcast:
+        acc.log.cross = True
         acc.log.add("hw", acc.actor, "APM: broadcast SMI to every CPU")
         for slot, c in enumerate(acc.m.cpus):
             if c.present:
@@ -254,6 +255,7 @@ class _DmaHost:
 # -- CPUs leaving --------------------------------------------------------------------------------
 def eject(board: Board, m: Machine, slot: int, log: Log, actor: str) -> Machine:
     """Eject: QEMU unplugs and destroys the CPU at once; DEVICE_DELETED follows."""
+    log.cross = True
     if board.eject_monitor is not None:
         board.eject_monitor(board, m, slot, log)
     m = remove_cpu(board, m, slot)
