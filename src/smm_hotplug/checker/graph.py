@@ -85,32 +85,38 @@ class StateGraph:
     def cannot_finish(self, finished: list[int] | np.ndarray) -> int | None:
         """The first state (in BFS order, so at minimal depth) from which no state of ``finished``
         is reachable; the graph must be fully expanded."""
-        degree = self._degree.view()
-        n = len(degree)
-        good = np.zeros(n, bool)
-        good[np.asarray(finished, np.int64)] = True
-        start = np.zeros(n + 1, np.int64)
-        np.cumsum(degree, out=start[1:])
-        targets = self._targets.view()
-        bounds = [s for s in self.layer_starts if s < n] + [n]
-        if len(bounds) < 3:
-            bounds = [*range(0, n, 1 << 16), n]
-        blocks = list(itertools.pairwise(bounds))[::-1]
-        # Can-finish flows backwards along transitions.  Most run forwards in BFS order, so the
-        # blocks (layers) are swept from the last to the first, each until it settles, and the
-        # sweep is repeated until nothing changes (transitions back to earlier layers).
-        changed = True
-        while changed:
-            changed = False
-            for lo, hi in blocks:
-                tgt = targets[start[lo] : start[hi]]
-                src = np.repeat(np.arange(lo, hi, dtype=np.int64), degree[lo:hi])
-                while True:
-                    up = src[good[tgt]]
-                    up = up[~good[up]]
-                    if not up.size:
-                        break
-                    good[up] = True
-                    changed = True
-        bad = np.flatnonzero(~good)
-        return int(bad[0]) if bad.size else None
+        return cannot_finish(self._degree.view(), self._targets.view(), finished, self.layer_starts)
+
+
+def cannot_finish(
+    degree: np.ndarray, targets: np.ndarray, finished: list[int] | np.ndarray, layer_starts: list[int]
+) -> int | None:
+    """The first state from which no state of ``finished`` is reachable, in a graph given as
+    compressed rows: state s has ``degree[s]`` successors, listed in ``targets`` in state order."""
+    n = len(degree)
+    good = np.zeros(n, bool)
+    good[np.asarray(finished, np.int64)] = True
+    start = np.zeros(n + 1, np.int64)
+    np.cumsum(degree, out=start[1:])
+    bounds = [s for s in layer_starts if s < n] + [n]
+    if len(bounds) < 3:
+        bounds = [*range(0, n, 1 << 16), n]
+    blocks = list(itertools.pairwise(bounds))[::-1]
+    # Can-finish flows backwards along transitions.  Most run forwards in BFS order, so the
+    # blocks (layers) are swept from the last to the first, each until it settles, and the
+    # sweep is repeated until nothing changes (transitions back to earlier layers).
+    changed = True
+    while changed:
+        changed = False
+        for lo, hi in blocks:
+            tgt = targets[start[lo] : start[hi]]
+            src = np.repeat(np.arange(lo, hi, dtype=np.int64), degree[lo:hi])
+            while True:
+                up = src[good[tgt]]
+                up = up[~good[up]]
+                if not up.size:
+                    break
+                good[up] = True
+                changed = True
+    bad = np.flatnonzero(~good)
+    return int(bad[0]) if bad.size else None

@@ -42,6 +42,21 @@ def _code(writer: str) -> int:
     return code
 
 
+def _restore(pages: tuple, objs: tuple, names: tuple) -> Memory:
+    """``Memory.__reduce__``'s copy, in this process's writer codes and hash."""
+    remap = bytes([0] + [_code(n) if n is not None else 0 for n in names[1:]]).ljust(256, b"\0")
+    h = 0
+    page_map: dict[int, Page] = {}
+    for pno, data, writers in pages:
+        page = Page(data, writers.translate(remap))
+        page_map[pno] = page
+        h ^= hash((pno, page))
+    obj_map = dict(objs)
+    for base, obj in obj_map.items():
+        h ^= hash((base, obj))
+    return Memory(page_map, obj_map, h)
+
+
 class Obj(NamedTuple):
     """A symbolic object occupying ``size`` bytes of RAM."""
 
@@ -84,6 +99,15 @@ class Memory:
 
     def __repr__(self) -> str:
         return f"Memory({len(self._pages)} pages, {len(self._objs)} objects)"
+
+    def __reduce__(self) -> tuple:
+        """A copy for another process: writer codes and the hash are this process's own (codes
+        are handed out as writers first appear, ``hash`` is salted per process), so the copy
+        names each page's writers and its receiver recomputes both.  Pages and objects are
+        listed in address order, so equal memories give equal copies."""
+        names = tuple(_WRITERS)
+        pages = tuple(sorted((pno, p.data, p.writers) for pno, p in self._pages.items()))
+        return (_restore, (pages, tuple(sorted(self._objs.items())), names))
 
     # -- reads -----------------------------------------------------------------------------
     def read(self, addr: int, size: int) -> int:
