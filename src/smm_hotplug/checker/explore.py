@@ -21,6 +21,7 @@ from smm_hotplug.adversaries.base import Adversary
 from smm_hotplug.checker.cases import HARD_CASES, Predicate
 from smm_hotplug.checker.limits import Limits, Watch
 from smm_hotplug.checker.search import Monitor, Options, Progress, search
+from smm_hotplug.checker.store import collision_probability
 from smm_hotplug.invariants import PROPERTIES
 from smm_hotplug.world import System, World
 
@@ -62,6 +63,13 @@ class CheckResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def collision_probability(self) -> float | None:
+        """Fingerprint mode: TLC's estimate that two states were merged (checker.store)."""
+        if not self.stats.get("fingerprint"):
+            return None
+        return collision_probability(self.states, self.transitions)
+
+    @property
     def bound(self) -> int | None:
         """For an incomplete run: every schedule of at most this many steps was checked."""
         return self.depth if self.verdict == "incomplete" else None
@@ -85,6 +93,7 @@ class CheckResult:
             "judged": list(self.judged),
             "cases": dict(self.cases),
             "stopped": self.stopped,
+            "fingerprint_collision_probability": self.collision_probability,
         }
 
 

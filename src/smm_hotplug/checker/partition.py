@@ -86,6 +86,7 @@ class Partition:
         # Content addresses of local parts, by kind (cpus, mem, rest), and back.
         self.address: list[list[int]] = [[] for _ in range(KEY_WIDTH)]
         self.local: list[dict[int, int]] = [{} for _ in range(KEY_WIDTH)]
+        self._address_arrays = [np.zeros(0, np.uint64) for _ in range(KEY_WIDTH)]
         self.sent: list[set[tuple[int, int]]] = [set() for _ in range(workers)]  # (kind, address)
         self.layer_lo = 0
         self.layer_hi = 0
@@ -112,6 +113,14 @@ class Partition:
                 raise RuntimeError(f"two different parts with content address {a:#x}")
             known.append(a)
         return known[pid]
+
+    def _addresses(self, kind: int, upto: int) -> np.ndarray:
+        """Content addresses of local parts 0..upto of ``kind``, as an array."""
+        have = self._address_arrays[kind]
+        if len(have) <= upto:
+            self._address(kind, upto)
+            have = self._address_arrays[kind] = np.array(self.address[kind], np.uint64)
+        return have
 
     def _learn(self, kind: int, address: int, value: Any) -> int:
         table = self._tables()[kind]
@@ -195,10 +204,7 @@ class Partition:
             cand["choice"] = [r[3] for r in rows]
             ids = np.array([r[4] for r in rows], np.int64)
             for k in range(KEY_WIDTH):
-                addr = np.array(
-                    [self._address(k, int(p)) for p in range(int(ids[:, k].max()) + 1)], np.uint64
-                )
-                cand["parts"][:, k] = addr[ids[:, k]]
+                cand["parts"][:, k] = self._addresses(k, int(ids[:, k].max()))[ids[:, k]]
             dest = owners(cand["parts"], self.workers)
         out: list[dict[str, Any]] = []
         for q in range(self.workers):

@@ -10,6 +10,7 @@ from smm_hotplug.adversaries.catalog import ADVERSARIES, ALL, resolve
 from smm_hotplug.checker.cases import get_case
 from smm_hotplug.checker.explore import CheckResult, Progress, check, judged_properties
 from smm_hotplug.checker.limits import Limits
+from smm_hotplug.checker.search import Monitor, Options
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.designs.catalog import DESIGNS
 from smm_hotplug.world import Scenario
@@ -18,20 +19,48 @@ NONE = "none"  # the benign baseline column of the matrix
 
 
 def run_check(
-    setup: CheckSetup, limits: Limits | None = None, progress: Progress | None = None, describe: bool = True
+    setup: CheckSetup,
+    limits: Limits | None = None,
+    progress: Progress | None = None,
+    describe: bool = True,
+    options: Options | None = None,
+    monitor: Monitor | None = None,
 ) -> CheckResult:
     system = setup.system()  # validates ids and counts first
     judged = judged_properties(resolve(list(setup.attacks)))
-    return check(system, list(setup.attacks), judged, limits=limits, progress=progress, describe=describe)
+    return check(
+        system,
+        list(setup.attacks),
+        judged,
+        limits=limits,
+        progress=progress,
+        describe=describe,
+        options=options,
+        monitor=monitor,
+    )
 
 
 def run_witness(
-    setup: CheckSetup, case: str, limits: Limits | None = None, progress: Progress | None = None
+    setup: CheckSetup,
+    case: str,
+    limits: Limits | None = None,
+    progress: Progress | None = None,
+    options: Options | None = None,
+    monitor: Monitor | None = None,
 ) -> CheckResult:
     """The shortest schedule from power-on to a state that is an instance of hard case ``case``."""
     get_case(case)
     system = setup.system()
-    return check(system, list(setup.attacks), (), limits=limits, progress=progress, goal=case)
+    return check(
+        system,
+        list(setup.attacks),
+        (),
+        limits=limits,
+        progress=progress,
+        goal=case,
+        options=options,
+        monitor=monitor,
+    )
 
 
 def matrix_columns() -> list[str]:

@@ -25,7 +25,7 @@ import numpy as np
 from smm_hotplug.checker.graph import StateGraph
 from smm_hotplug.checker.limits import Watch, rss_mib
 from smm_hotplug.checker.memo import StepMemo
-from smm_hotplug.checker.store import KEY_WIDTH, Codec, Column, Visited
+from smm_hotplug.checker.store import KEY_WIDTH, Codec, Column, Visited, fingerprint_spacing_probability
 from smm_hotplug.world import System, World
 
 Predicate = Callable[[System, World], bool]
@@ -157,6 +157,8 @@ class _Search:
         }
         if self.step is not None:
             out["memo"] = self.step.stats()
+        if self.opts.fingerprint:
+            out["fingerprint_spacing_probability"] = fingerprint_spacing_probability(self.visited.keys.view())
         return out
 
     def outcome(self, verdict, prop=None, detail=None, sched=None, d=0, stopped=None, states=None) -> Outcome:

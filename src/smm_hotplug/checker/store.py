@@ -221,10 +221,21 @@ def hash_keys(keys: np.ndarray) -> np.ndarray:
 
 
 def collision_probability(states: int, transitions: int) -> float:
-    """TLC's estimate that fingerprint hashing merged two different states ("calculated
-    (optimistic)"): with n distinct states found among m generated ones and 64-bit
-    fingerprints, n * (m - n) / 2^64 (tlc2.tool.ModelChecker: ``n * (m - n) / 2^64``)."""
-    return states * max(transitions - states, 0) / 2.0**64
+    """TLC's estimate that fingerprinting merged two different states, its "calculated
+    (optimistic)" figure (tlc2.tool.ModelChecker.reportSuccess): d * (g - d) / 2^64 for d distinct
+    states among g generated ones (here: the initial state and every transition's target)."""
+    generated = transitions + 1
+    return states * max(generated - states, 0) / 2.0**64
+
+
+def fingerprint_spacing_probability(fingerprints: np.ndarray) -> float | None:
+    """TLC's second estimate, "based on the actual fingerprints" (FPSet.checkFPs): the largest
+    1 / |fi - fj| over fingerprints adjacent in sorted order."""
+    if len(fingerprints) < 2:
+        return None
+    fps = np.sort(fingerprints)
+    gap = int(np.diff(fps).min())
+    return 1.0 / gap if gap else 1.0
 
 
 # -- the visited set ------------------------------------------------------------------------------
@@ -300,6 +311,8 @@ class Visited:
     def _window(self, pos: np.ndarray) -> np.ndarray:
         win = pos[:, None] + _STEPS
         cap = len(self._table)
+        if cap < _W:
+            return win % cap
         win[win >= cap] -= cap
         return win
 

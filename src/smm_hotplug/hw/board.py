@@ -32,6 +32,10 @@ class Board:
     software: Any = None  # firmware/OS build options, handed to programs through the bus
     eject_monitor: EjectMonitor | None = None
 
+    def __getstate__(self) -> dict:
+        """A copy for another process leaves the memo tables behind (they hold closures)."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_memo_")}
+
     def memo(self, name: str) -> dict:
         """A memo table of this board (it is static, so entries never go stale)."""
         key = f"_memo_{name}"
