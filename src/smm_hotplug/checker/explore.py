@@ -135,23 +135,6 @@ def explore(
     return Exploration(*out)
 
 
-def describe_stuck(system: System, w: World) -> str:
-    from smm_hotplug.simulator import PLACES
-
-    parts = []
-    for slot, c in enumerate(w.m.cpus):
-        if not c.present:
-            continue
-        where = ""
-        if c.pc is not None:
-            obj = system.plat.mem_object(w.m, c.pc[0], "smm" if c.smm else "cpu")
-            name = obj.value if obj is not None else "?"
-            where = PLACES.get((name, c.pc[1]), f"{name}:{c.pc[1]}")
-        state = ("in SMM " if c.smm else "") + where if where else ("waiting for SIPI" if c.mode == 1 else "")
-        parts.append(f"cpu{slot} {state}".strip())
-    return "; ".join(parts)
-
-
 def replay_trace(system: System, schedule: list[tuple[str, int]]) -> list[TraceStep]:
     """Re-run a schedule with full logging to describe each step."""
     w = system.initial()

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from smm_hotplug.checker.describe import describe_stuck
 from smm_hotplug.checker.graph import cannot_finish
 from smm_hotplug.checker.limits import Watch, rss_mib
 from smm_hotplug.checker.partition import MOVE_BITS, Partition
@@ -348,8 +349,6 @@ class _Driver:
         stuck = cannot_finish(degree, tgt[order], self.finished, self.layer_starts)
         if stuck is None:
             return self.outcome("holds", d=self.depth)
-        from smm_hotplug.checker.explore import describe_stuck
-
         sched = self.path_to(stuck)
         kind = "deadlock" if not degree[stuck] else "livelock"
         w = self.world_of(stuck)

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from smm_hotplug.checker.describe import describe_stuck
 from smm_hotplug.checker.graph import StateGraph
 from smm_hotplug.checker.limits import Watch, rss_mib
 from smm_hotplug.checker.memo import StepMemo
@@ -313,8 +314,6 @@ class _Search:
         stuck = self.graph.cannot_finish(self.finished.view())
         if stuck is None:
             return self.outcome("holds", d=self.depth)
-        from smm_hotplug.checker.explore import describe_stuck
-
         sched = self.graph.path_to(stuck)
         if self.opts.fingerprint:  # no keys kept: find the state again by its schedule
             w = self.world_by_replay(sched)
