@@ -116,6 +116,17 @@ def _pair(quick: bool) -> dict:
     return _check(DEFAULT, ["all"], {"depth": 70 if quick else 110})
 
 
+def _balance(one: dict, many: dict) -> str:
+    """What the speed-up would be on otherwise idle cores: one process's CPU time over the
+    busiest worker's (the workers run side by side; the driver only routes)."""
+    cpus = many["stats"].get("worker_cpu_seconds") or [many["cpu"]]
+    return (
+        f"CPU: 1 process {one['cpu']:.1f} s; workers {', '.join(f'{c:.1f}' for c in cpus)} s, driver "
+        f"{many['stats'].get('driver_cpu_seconds', 0):.1f} s: speed-up on idle cores ≤ "
+        f"{one['cpu'] / max(cpus):.2f}×"
+    )
+
+
 def target2(base: Path, quick: bool) -> None:
     job = _pair(quick)
     one = measure({**job, "options": {"workers": 1}})
@@ -125,6 +136,7 @@ def target2(base: Path, quick: bool) -> None:
     print(f"  --workers 2: {_fig(two)}")
     print(f"  last landed: {_fig(old)}")
     speedup = one["wall"] / two["wall"]
+    print(f"  {_balance(one, two)}")
     print(
         f"  --workers 2 is {speedup:.2f}× faster than --workers 1 (target ≥ 1.7); "
         f"{old['wall'] / two['wall']:.2f}× faster than the last landed version; "
@@ -139,6 +151,7 @@ def target3(base: Path, quick: bool) -> None:
     old = measure(job, base)
     print(f"  1 worker: {_fig(one)}")
     print(f"  local Dask cluster, 2 workers: {_fig(dask)}")
+    print(f"  {_balance(one, dask)}")
     print(
         f"  the cluster is {one['wall'] / dask['wall']:.2f}× faster than 1 worker (target ≥ 1.5), "
         f"{old['wall'] / dask['wall']:.2f}× faster than the last landed version; "

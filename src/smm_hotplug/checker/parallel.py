@@ -176,6 +176,8 @@ class _Driver:
             "workers": self.P,
             "visited_bytes": sum(p["visited_bytes"] for p in per),
             "worker_memory_mib": [round(p["memory"]) for p in per],
+            "worker_cpu_seconds": [round(p["cpu_seconds"], 2) for p in per],
+            "driver_cpu_seconds": round(time.process_time(), 2),
             "fingerprint": self.opts.fingerprint,
             "parts": [p["parts"] for p in per],
         }

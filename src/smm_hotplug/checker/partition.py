@@ -21,6 +21,7 @@ three phases, driven by ``checker.parallel``:
 from __future__ import annotations
 
 import pickle
+import time
 from typing import Any
 
 import numpy as np
@@ -322,4 +323,5 @@ class Partition:
             "parts": self.codec.part_counts(),
             "memo": self.step.stats() if self.step is not None else None,
             "memory": rss_mib(),
+            "cpu_seconds": time.process_time(),
         }
