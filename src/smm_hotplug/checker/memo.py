@@ -29,10 +29,15 @@ _DISABLED = object()
 class StepMemo:
     """A drop-in for ``Platform.cpu_step`` (see ``System.moves``) that caches local steps."""
 
-    def __init__(self, plat: Platform, limit: int = 1 << 19) -> None:
+    def __init__(self, plat: Platform, limit: int = 1 << 15) -> None:
         self.plat = plat
-        self.limit = limit  # entries; the table is emptied when it grows beyond
+        # Two generations of at most ``limit`` entries each: when the young one is full it
+        # becomes the old one, and an old entry used again moves back to the young one — recent
+        # local views stay, and a cached result (which holds new RAM images and devices) costs
+        # memory only while it is in use.
+        self.limit = limit
         self.table: dict[tuple, tuple] = {}
+        self.old: dict[tuple, tuple] = {}
         self.hits = 0
         self.misses = 0
         self.cross = 0  # steps that reached beyond their local view (not cached)
@@ -60,6 +65,10 @@ class StepMemo:
                 self.context(m, None)
             key = (slot, cpus[slot], self._present, m[1:])
         got = self.table.get(key)
+        if got is None:
+            got = self.old.pop(key, None)
+            if got is not None:
+                self._keep(key, got)
         if got is not None:
             self.hits += 1
             cpu, rest, violations = got
@@ -80,15 +89,19 @@ class StepMemo:
         others = [i for i, (a, b) in enumerate(zip(cpus, out.cpus, strict=True)) if a is not b] if out else []
         if others and others != [slot]:
             raise AssertionError(f"cpu{slot}'s step changed another CPU without reporting it (Log.cross)")
-        if len(self.table) >= self.limit:
-            self.table.clear()
         entry: tuple[Any, Any, tuple] = (
             (_DISABLED, None, tuple(log.violations[seen:]))
             if out is None
             else (out.cpus[slot], out[1:], tuple(log.violations[seen:]))
         )
-        self.table[key] = entry
+        self._keep(key, entry)
         return out
 
+    def _keep(self, key: tuple, entry: tuple) -> None:
+        if len(self.table) >= self.limit:
+            self.old, self.table = self.table, {}
+        self.table[key] = entry
+
     def stats(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses, "cross": self.cross, "entries": len(self.table)}
+        entries = len(self.table) + len(self.old)
+        return {"hits": self.hits, "misses": self.misses, "cross": self.cross, "entries": entries}

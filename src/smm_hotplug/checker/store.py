@@ -107,6 +107,13 @@ class Codec:
         self._mem_at = fields.index("mem")
         self._rest_at = [i for i in range(len(fields)) if i not in (self._cpus_at, self._mem_at)]
         self._n_machine = len(fields)
+        runs: list[list[int]] = []
+        for i in self._rest_at:
+            if runs and runs[-1][1] == i:
+                runs[-1][1] = i + 1
+            else:
+                runs.append([i, i + 1])
+        self._rest_runs = [(a, b) for a, b in runs]
         self._cpu = PartTable()  # single CPUs
         self._piece = PartTable()  # devices, budgets, ...: the pieces of the rest
         self.cpus = TupleTable(self._cpu)
@@ -129,6 +136,12 @@ class Codec:
         cpus = pkey[0] if m[at] is pm[at] else self.cpus.id_after(pkey[0], m[at])
         at = self._mem_at
         mem = pkey[1] if m[at] is pm[at] else self.mem.id(m[at])
+        for a, b in self._rest_runs:  # most moves leave the rest alone: compare runs at C speed
+            if m[a:b] != pm[a:b]:
+                break
+        else:
+            if w[1:] == parent[1:]:
+                return (cpus, mem, pkey[2])
         return (cpus, mem, self.rest.id_after(pkey[2], self._rest(w)))
 
     def local_ids(self, key: tuple[int, int, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
