@@ -112,8 +112,11 @@ def target1(base: Path, quick: bool) -> None:
     )
 
 
+DEPTH: dict[str, int] = {}  # --depth: the bound of targets 2 and 3
+
+
 def _pair(quick: bool) -> dict:
-    return _check(DEFAULT, ["all"], {"depth": 70 if quick else 110})
+    return _check(DEFAULT, ["all"], {"depth": DEPTH.get("pair") or (70 if quick else 110)})
 
 
 def _balance(one: dict, many: dict) -> str:
@@ -212,7 +215,10 @@ TARGETS = {1: target1, 2: target2, 3: target3, 4: target4, 5: target5, 6: target
 @click.option("--target", "targets", type=click.IntRange(1, 6), multiple=True, help="Run only this target.")
 @click.option("--quick", is_flag=True, help="Smaller bounds (minutes instead of hours).")
 @click.option("--baseline", default=BASELINE, show_default=True, help="Git ref of the last landed version.")
-def main(targets: tuple[int, ...], quick: bool, baseline: str) -> None:
+@click.option("--depth", type=int, default=None, help="Bound of targets 2 and 3 (default 110; quick 70).")
+def main(targets: tuple[int, ...], quick: bool, baseline: str, depth: int | None) -> None:
+    if depth is not None:
+        DEPTH["pair"] = depth
     base = _baseline_tree(baseline)
     for t in targets or sorted(TARGETS):
         print(f"target {t}:", flush=True)
