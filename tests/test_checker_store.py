@@ -6,22 +6,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smm_hotplug.checker.graph import StateGraph
-from smm_hotplug.checker.pool import StatePool
+from smm_hotplug.checker.store import Codec
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.simulator import simulate
 from smm_hotplug.world import Scenario
 
 
-def test_pooled_states_are_equal_to_the_originals_and_share_equal_parts():
+def test_stored_states_are_equal_to_the_originals_and_share_equal_parts():
     system = CheckSetup("smram-default-smbase", Scenario(), ("concurrent-plug",)).system()
     a = simulate(system, seed=3).final
     b = simulate(system, seed=3).final  # the same run again: equal values, separate objects
     assert a == b and a.m.mem is not b.m.mem
-    pool = StatePool()
-    pa, pb = pool.world(a), pool.world(b)
+    codec = Codec()
+    ka, kb = codec.key(a), codec.key(b)
+    assert ka == kb
+    pa, pb = codec.world(ka), codec.world(kb)
     assert pa == a and hash(pa) == hash(a)
     assert pb == b and pb.m.mem is pa.m.mem and pb.m.cpus is pa.m.cpus and pb.m.cpuhp is pa.m.cpuhp
     assert all(x is y for x, y in zip(pa.m.cpus, pb.m.cpus, strict=True))
+    c = system.initial()
+    assert codec.key(c) != ka and codec.world(codec.key(c)) == c
 
 
 def _graph(edges: dict[int, list[int]]) -> StateGraph:

@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
-from smm_hotplug.checker.limits import Limits, rss_mib
+from smm_hotplug.checker.limits import Limits
 from smm_hotplug.designs.catalog import DEFAULT_DESIGN
 from smm_hotplug.errors import UsageError
 from smm_hotplug.firmware.options import DEFAULT_FIRMWARE, FIRMWARE_VERSIONS
@@ -258,6 +258,44 @@ def limit_options(states_default: int | None, what: str) -> Callable[[Callable[.
     return apply
 
 
+def search_options(fn: Callable[..., Any]) -> Any:
+    """--workers, --cluster and --fingerprint of one search, handed over as ``options``."""
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        from smm_hotplug.checker.search import Options
+
+        workers, cluster = kwargs.pop("workers"), kwargs.pop("cluster")
+        if workers < 1:
+            raise UsageError("--workers must be positive")
+        options = Options(fingerprint=kwargs.pop("fingerprint"), workers=workers, cluster=cluster or None)
+        return fn(*args, options=options, **kwargs)
+
+    return _options(
+        click.option(
+            "--workers",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Worker processes sharing the search (same result on any number).",
+        ),
+        click.option(
+            "--cluster",
+            metavar="ADDRESS",
+            envvar="DASK_SCHEDULER_ADDRESS",
+            default=None,
+            help="Run the search on the Dask cluster whose scheduler is at ADDRESS "
+            "(default: $DASK_SCHEDULER_ADDRESS; see `smm-hotplug cluster-local`).",
+        ),
+        click.option(
+            "--fingerprint",
+            is_flag=True,
+            help="Keep 64-bit fingerprints of states instead of the states (TLC-style; prints the "
+            "probability that two states were merged).",
+        ),
+    )(command)
+
+
 class OutputFile(click.Path):
     """A file the command will write: its directory must exist before any work is done."""
 
@@ -474,6 +512,7 @@ def _describe_violations(results: list[Any], scenario: Scenario) -> None:
     help="Save the shortest violating trace as JSON (replay with `simulate --replay`).",
 )
 @limit_options(None, "")
+@search_options
 @HTML_OPTION
 def check(
     scenario: Scenario,
@@ -482,6 +521,7 @@ def check(
     as_json: bool,
     trace_out: Path | None,
     limits: Limits,
+    options: Any,
     html_out: Path | None,
     junit: Path | None,
     **opts: Any,
@@ -496,7 +536,9 @@ def check(
     from smm_hotplug.checker.traces import save
 
     setup = _setup(design, attack_ids, scenario, **opts)
-    res = _with_progress(lambda progress: run_check(setup, limits=limits, progress=progress), as_json)
+    res = _with_progress(
+        lambda monitor: run_check(setup, limits=limits, options=options, monitor=monitor), as_json
+    )
     doc = res.to_json()
     if trace_out is not None and res.verdict == "violated":
         save(trace_out, setup, res)
@@ -543,6 +585,7 @@ def check(
     help="Save the schedule as JSON (replay with `simulate --replay [--html FILE]`).",
 )
 @limit_options(None, "")
+@search_options
 def witness(
     case: str,
     scenario: Scenario,
@@ -551,6 +594,7 @@ def witness(
     as_json: bool,
     trace_out: Path | None,
     limits: Limits,
+    options: Any,
     **opts: Any,
 ) -> None:
     """Shortest schedule from power-on into hard case CASE (see `smm-hotplug cases`).
@@ -564,7 +608,9 @@ def witness(
 
     get_case(case)
     setup = _setup(design, attack_ids, scenario, **opts)
-    res = _with_progress(lambda progress: run_witness(setup, case, limits, progress), as_json)
+    res = _with_progress(
+        lambda monitor: run_witness(setup, case, limits, options=options, monitor=monitor), as_json
+    )
     doc = res.to_json()
     if trace_out is not None and res.verdict == "reached":
         save(trace_out, setup, res, case=case)
@@ -588,25 +634,24 @@ def _print_check(res: Any, doc: dict, as_json: bool, trace_out: Path | None) -> 
 
 
 def _with_progress(job: Callable[[Any], Any], quiet: bool) -> Any:
-    """Run ``job(progress)`` with a rich progress display on stderr when it is a terminal."""
+    """Run ``job(monitor)`` with a rich progress display on stderr when it is a terminal: layer,
+    states, states/s, memory and an estimate of what is left (checker.progress)."""
     err = Console(stderr=True)
     if quiet or not err.is_terminal:
         return job(None)
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from smm_hotplug.checker.progress import line
 
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
     ) as bar:
         task = bar.add_task("exploring", total=None)
 
-        def progress(states: int, transitions: int, depth: int) -> None:
-            bar.update(
-                task,
-                description=f"exploring: {states:,} states, {transitions:,} transitions, depth {depth}, "
-                f"{rss_mib():,.0f} MiB",
-            )
+        def monitor(snap: Any) -> None:
+            bar.update(task, description=f"exploring: {line(snap)}")
 
-        return job(progress)
+        return job(monitor)
 
 
 def cell_line(res: Any, finished: int, total: int) -> str:
@@ -837,6 +882,23 @@ def report(
     if unfinished:
         click.echo(f"smm-hotplug: {_interrupted(results, unfinished)}", err=True)
         sys.exit(EXIT_USAGE)
+
+
+@cli.command("cluster-local")
+@click.option("--workers", type=int, default=2, show_default=True, help="Worker processes (one thread each).")
+@click.option("--port", type=int, default=8786, show_default=True, help="Port of the scheduler (0: any).")
+def cluster_local(workers: int, port: int) -> None:
+    """Start a Dask scheduler and WORKERS worker processes on this machine, for `check --cluster`;
+    runs until Ctrl-C.  (Dask's own `dask scheduler` and `dask worker` do the same across hosts.)"""
+    from smm_hotplug.checker.cluster import ENV, run_local_cluster
+
+    _check_workers(workers)
+
+    def ready(address: str) -> None:
+        click.echo(f"Dask scheduler at {address} with {workers} workers; Ctrl-C stops it.")
+        click.echo(f"  smm-hotplug check --cluster {address} ...   (or: export {ENV}={address})")
+
+    run_local_cluster(workers, port, ready)
 
 
 def main(argv: list[str] | None = None) -> None:
