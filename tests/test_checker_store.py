@@ -81,3 +81,36 @@ def test_the_matrix_reports_each_cell_as_it_finishes_and_returns_them_in_order()
     ]
     assert sorted(s[:2] for s in seen) == sorted(cells)
     assert [s[2:] for s in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+_ADDRESS_ELSEWHERE = """
+import pickle, sys
+from smm_hotplug.hw import memory
+memory._code("a writer only this process has")  # this process numbers writers differently
+from smm_hotplug.checker.content import Addresses
+mem, cpus = pickle.loads(sys.stdin.buffer.read())
+print(Addresses().memory(mem), Addresses().pieces(b"C", cpus))
+"""
+
+
+def test_content_addresses_are_the_same_in_another_process():
+    """Workers name parts by content address: a RAM image (bytes, writers, objects) must get the
+    same name in a process that numbers its writers differently."""
+    import pickle
+    import subprocess
+    import sys
+
+    from smm_hotplug.checker.content import Addresses
+
+    system = CheckSetup("smram-default-smbase", Scenario(), ("concurrent-plug",)).system()
+    m = simulate(system, seed=3).final.m
+    here = Addresses()
+    out = subprocess.run(
+        [sys.executable, "-c", _ADDRESS_ELSEWHERE],
+        input=pickle.dumps((m.mem, m.cpus)),
+        capture_output=True,
+        check=True,
+    )
+    assert out.stdout.decode().split() == [str(here.memory(m.mem)), str(here.pieces(b"C", m.cpus))]
+    mem = m.mem
+    assert here.memory(pickle.loads(pickle.dumps(mem))) == here.memory(mem)

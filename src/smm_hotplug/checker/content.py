@@ -3,14 +3,18 @@
 Worker processes (``checker.parallel``, ``checker.cluster``) send each other states as the
 content addresses of their parts and ship a part's value only the first time a receiver needs
 it.  Python's ``hash`` cannot serve (it is salted per process), nor can pickle's bytes (they
-depend on which equal objects happen to be shared); ``digest`` hashes a canonical encoding
-instead: plain values by type and content, tuples and named tuples element by element, sets and
-dicts in sorted order, and any other object through the copy it gives of itself for another
-process (``__reduce__``: RAM lists its pages in address order with its writers by name).
+depend on which equal objects happen to be shared); a canonical encoding is hashed instead:
+plain values by type and content, tuples and named tuples element by element, sets and dicts in
+sorted order, and any other object through the copy it gives of itself for another process
+(``__reduce__``: RAM lists its pages in address order with its writers by name).
+
+A state belongs to the worker of a search on several processes that ``owners`` names from its
+parts' content addresses, so every process agrees on it.
 
 A state's parts are large and share most of their pieces with other parts (a RAM image its
 pages, a tuple of CPUs its CPUs), so ``Addresses`` names a part from the names of its pieces,
-each computed once: a RAM image from its pages' and objects', a tuple from its elements'.
+each computed once: a RAM image from its pages' and objects', a tuple from its elements'
+(each encoded as above).
 """
 
 from __future__ import annotations
@@ -19,15 +23,9 @@ import hashlib
 import struct
 from typing import Any
 
+import numpy as np
+
 from smm_hotplug.hw.memory import Memory, Page, canonical_page
-
-
-def digest(value: Any) -> int:
-    """64-bit content address of ``value`` (never 0)."""
-    out: list[bytes] = []
-    _encode(value, out)
-    d = int.from_bytes(hashlib.blake2b(b"".join(out), digest_size=8).digest(), "little")
-    return d or 1
 
 
 def _encode(x: Any, out: list[bytes]) -> None:
@@ -127,3 +125,16 @@ class Addresses:
     def pieces(self, tag: bytes, pieces: tuple) -> int:
         """A tuple's address, from its elements' (each a value ``digest`` can name)."""
         return _name(tag + b"".join([self._piece(p) for p in pieces]))
+
+
+_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], np.uint64)
+
+
+def owners(parts: np.ndarray, workers: int) -> np.ndarray:
+    """The worker owning each state, from its parts' content addresses ((n, KEY_WIDTH) uint64)."""
+    with np.errstate(over="ignore"):
+        h = (parts * _MIX[: parts.shape[1]]).sum(axis=1, dtype=np.uint64)
+        h ^= h >> np.uint64(29)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(32)
+    return (h % np.uint64(workers)).astype(np.int64)

@@ -32,30 +32,19 @@ from typing import Any
 
 import numpy as np
 
-from smm_hotplug.checker.content import Addresses
+from smm_hotplug.checker.content import Addresses, owners
 from smm_hotplug.checker.judge import Judge
 from smm_hotplug.checker.limits import rss_mib
 from smm_hotplug.checker.memo import StepMemo
 from smm_hotplug.checker.store import KEY_WIDTH, Codec, Column, Visited
 from smm_hotplug.hw.memory import Memory, Page, canonical_page, page_from_canonical
 from smm_hotplug.hw.trace import NullLog
-from smm_hotplug.world import System, World
+from smm_hotplug.world import System
 
 MOVE_BITS = 16  # a key is parent number << MOVE_BITS | move index
 CANDIDATE = np.dtype(
     [("src", "<i8"), ("move", "<u2"), ("actor", "<u2"), ("choice", "<i4"), ("parts", "<u8", (KEY_WIDTH,))]
 )
-_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], np.uint64)
-
-
-def owners(parts: np.ndarray, workers: int) -> np.ndarray:
-    """The worker owning each state, from its parts' content addresses ((n, KEY_WIDTH) uint64)."""
-    with np.errstate(over="ignore"):
-        h = (parts * _MIX[: parts.shape[1]]).sum(axis=1, dtype=np.uint64)
-        h ^= h >> np.uint64(29)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        h ^= h >> np.uint64(32)
-    return (h % np.uint64(workers)).astype(np.int64)
 
 
 class Partition:
@@ -375,12 +364,6 @@ class Partition:
         if at is None:
             return None
         return int(self.parent[at]), self.actor_names[int(self.actor[at])], int(self.choice[at])
-
-    def world_of(self, gid: int) -> World | None:
-        at = self._local(gid)
-        if at is None or self.fingerprint:
-            return None
-        return self.codec.world(tuple(self.visited.keys[at].tolist()))
 
     def tree(self) -> dict[str, Any]:
         """This worker's part of the BFS tree: global numbers, parents, actors, choices."""
