@@ -202,6 +202,13 @@ def test_three_workers_and_small_chunks_give_the_one_process_result(
     assert run(Options(workers=2, fingerprint=True)) == reference
 
 
+def test_fingerprints_on_workers_give_tlcs_estimate_from_each_workers_own():
+    """A worker's fingerprints only ever meet its own: the estimate "based on the actual
+    fingerprints" is the closest pair within any one worker."""
+    res = _check("smram-default-smbase", "os-early-smi", Options(workers=2, fingerprint=True))
+    assert 0 < res.stats["fingerprint_spacing_probability"] < 1e-6
+
+
 def test_a_local_dask_cluster_gives_the_in_process_result():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(

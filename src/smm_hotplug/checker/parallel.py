@@ -195,6 +195,9 @@ class _Driver(Judge):
         if self.pool is None or self.interrupted:
             return out
         per = self.call("stats")
+        if self.opts.fingerprint:  # TLC's estimate from the closest fingerprints of any worker
+            spacing = [p["fingerprint_spacing_probability"] for p in per]
+            out["fingerprint_spacing_probability"] = max((x for x in spacing if x is not None), default=None)
         return {
             **out,
             "visited_bytes": sum(p["visited_bytes"] for p in per),

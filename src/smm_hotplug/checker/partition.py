@@ -36,7 +36,7 @@ from smm_hotplug.checker.content import Addresses, owners
 from smm_hotplug.checker.judge import Judge
 from smm_hotplug.checker.limits import rss_mib
 from smm_hotplug.checker.memo import StepMemo
-from smm_hotplug.checker.store import KEY_WIDTH, Codec, Column, Visited
+from smm_hotplug.checker.store import KEY_WIDTH, Codec, Column, Visited, fingerprint_spacing_probability
 from smm_hotplug.hw.memory import Memory, Page, canonical_page, page_from_canonical
 from smm_hotplug.hw.trace import NullLog
 from smm_hotplug.world import System
@@ -380,7 +380,9 @@ class Partition:
         return {"src": self.edges_src.view(), "move": self.edges_move.view(), "tgt": self.edges_tgt.view()}
 
     def stats(self) -> dict[str, Any]:
+        spacing = fingerprint_spacing_probability(self.visited.keys.view()) if self.fingerprint else None
         return {
+            "fingerprint_spacing_probability": spacing,  # fingerprints of one worker never meet another's
             "states": len(self.visited),
             "visited_bytes": self.visited.nbytes,
             "parts": self.codec.part_counts(),
