@@ -77,6 +77,7 @@ def check(job: dict[str, Any]) -> dict[str, Any]:
         "bound": res.bound,
         "stopped": res.stopped,
         "schedule": res.schedule,
+        "findings": [[f.prop, f.schedule] for f in getattr(res, "findings", [])],
         "wall": wall,
         "cpu": cpu,
         "peak_mib": _peak_mib(),

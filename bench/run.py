@@ -3,7 +3,7 @@
     python bench/run.py                  # every target (hours: target 1 is the full proof)
     python bench/run.py --target 2       # one target (repeatable: --target 2 --target 3)
     python bench/run.py --quick          # targets 2-6 on smaller bounds (minutes)
-    python bench/run.py --baseline REF   # compare with REF (default: the commit issue 10 started from)
+    python bench/run.py --baseline REF   # compare with REF (default: main before issue 10 was merged)
 
 Every measurement runs in a fresh process (bench/measure.py) so its time and peak memory are
 its own; the last landed version runs from a detached git worktree of REF under .bench/ with
@@ -33,7 +33,7 @@ from typing import Any
 import click
 
 ROOT = Path(__file__).resolve().parent.parent
-BASELINE = "cf74399b5c3e45ef456e76bbedb0ca874749e3aa"  # main when issue 10 started
+BASELINE = "9b500e2556fbd1af5e0891d3bbc20f4eed5d82c1"  # main before issue 10 was merged
 DEFAULT = [2, 4, 2, 1]
 BIG = [4, 8, 4, 1]
 
@@ -70,8 +70,8 @@ def measure(job: dict[str, Any], tree: Path | None = None) -> dict[str, Any]:
 
 
 def _same(a: dict, b: dict) -> bool:
-    keys = ("verdict", "prop", "states", "transitions", "depth", "schedule")
-    return all(a[k] == b[k] for k in keys)
+    keys = ("verdict", "prop", "states", "transitions", "depth", "schedule", "findings")
+    return all(a.get(k) == b.get(k) for k in keys)
 
 
 def _fig(r: dict) -> str:
