@@ -1,195 +1,229 @@
-"""Benchmarks: print the figures the project's speed and memory targets are judged by.
+"""Benchmarks: the figures of issue 10's targets, each with its ratio to the last landed version.
 
-    python bench/run.py            # everything (~15 min on 2 cores, 1.6 GiB for the 4 + 4 benign run)
-    python bench/run.py --quick    # the small figures only (the history catalog among them)
-    python bench/run.py --default-all 0   # also shipped × all, default config, until the memory limit
-                                          # (~95 min, ~20 GiB on a 24 GiB machine)
-    python bench/run.py --all-small-cap 5000000   # also shipped × all on 1 boot + 1 plugged CPU,
-                                                  # kvm and tcg, up to 5 M states (~25 min)
+    python bench/run.py                  # every target (hours: target 1 is the full proof)
+    python bench/run.py --target 2       # one target (repeatable: --target 2 --target 3)
+    python bench/run.py --quick          # targets 2-6 on smaller bounds (minutes)
+    python bench/run.py --baseline REF   # compare with REF (default: main before issue 10 was merged)
 
-Each benchmark runs in a fresh process so that its peak memory (max RSS, including the worker
-processes of the matrix) is its own.  Targets (issue 3): the whole matrix on the default
-configuration ≤ 10 s on 2 cores; smram-default-smbase with 4 boot + 4 plugged CPUs under `all`,
-exhaustive, ≤ 60 s.
+Every measurement runs in a fresh process (bench/measure.py) so its time and peak memory are
+its own; the last landed version runs from a detached git worktree of REF under .bench/ with
+PYTHONPATH, in the same bench run, right after this tree's figure, so the ratio compares the two
+under the same load (on a shared machine, repeat a target whose load was high: the load average
+is printed with each figure).  Targets (issue 10):
+
+1. shipped × all, default configuration: exhaustive, ≤ 30 min wall, ≤ 12 GiB peak (the last
+   landed version cannot finish it: its ratio is taken on a common depth bound);
+2. --workers 2 ≥ 1.7× faster than --workers 1, identical result;
+3. the same on a local 2-worker Dask cluster, identical, ≥ 1.5× faster than 1 worker;
+4. memory per visited state ≤ 40 bytes exact, ≤ 16 bytes with fingerprints;
+5. matrix on the default configuration: no cell incomplete but all × the two designs that hold,
+   every cell but the `all` column in ≤ 10 s wall on 2 cores;
+6. 4 boot + 4 plugged, shipped × all: first layers, projection, depth reached in 10 minutes.
 """
 
 from __future__ import annotations
 
-import resource
-import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from functools import partial
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
-from smm_hotplug.checker.limits import Limits, rss_mib
-from smm_hotplug.checker.run import run_check, run_matrix
-from smm_hotplug.checker.traces import CheckSetup
-from smm_hotplug.designs.catalog import DEFAULT_DESIGN, DESIGNS
-from smm_hotplug.simulator import simulate
-from smm_hotplug.world import Scenario, System
-
-SHIPPED = DEFAULT_DESIGN
-BIG = Scenario(boot_cpus=4, max_cpus=8, plug=4, unplug=1)
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = "b8175326bf7b0f7cef481b8060fb1581592fd930"  # main before issue 10 was merged (same model)
+DEFAULT = [2, 4, 2, 1]
+BIG = [4, 8, 4, 1]
 
 
-def peak_mib() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024  # ru_maxrss is in KiB on Linux
+def _baseline_tree(ref: str) -> Path:
+    sha = subprocess.run(
+        ["git", "rev-parse", ref], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = ROOT / ".bench" / f"baseline-{sha[:12]}"
+    if not (tree / "src").is_dir():
+        tree.parent.mkdir(exist_ok=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), sha], cwd=ROOT, check=True, capture_output=True
+        )
+    return tree
 
 
-def bench_simulator() -> str:
-    system = System(DESIGNS[SHIPPED], Scenario())
-    t0 = time.perf_counter()
-    steps = runs = 0
-    for seed in range(20):
-        steps += len(simulate(system, seed=seed).steps)
-        runs += 1
-    dt = time.perf_counter() - t0
-    return f"simulator: {runs} default runs, {steps:,} steps in {dt:.2f} s = {steps / dt:,.0f} steps/s"
+def measure(job: dict[str, Any], tree: Path | None = None) -> dict[str, Any]:
+    """Run one job in a fresh process, against this tree or the baseline ``tree``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str((tree or ROOT) / "src")
+    load = os.getloadavg()[0]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "measure.py"), json.dumps(job)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise click.ClickException(f"measurement failed: {job}\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["load"] = load
+    return out
 
 
-def _check(
-    label: str,
-    scenario: Scenario,
-    attacks: tuple[str, ...],
-    cap: int | None,
-    budgets: tuple[tuple[str, int], ...] = (),
-    accel: str | None = None,
-) -> str:
-    before = rss_mib()
-    setup = CheckSetup(SHIPPED, scenario, attacks, accel=accel, budgets=budgets)
-    res = run_check(setup, limits=Limits(states=cap), describe=False)
-    rate = res.states / res.seconds if res.seconds else 0.0
-    per_state = (peak_mib() - before) * 2**20 / max(res.states, 1)
-    bound = "" if res.bound is None else f" (every schedule of up to {res.bound} steps checked)"
+def _same(a: dict, b: dict) -> bool:
+    keys = ("verdict", "prop", "states", "transitions", "depth", "schedule", "findings")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _fig(r: dict) -> str:
+    bound = f", every schedule of ≤ {r['bound']} steps" if r.get("bound") is not None else ""
     return (
-        f"{label}: {res.verdict}{bound}, {res.states:,} states, {res.transitions:,} transitions, "
-        f"depth {res.depth}, {res.seconds:.1f} s = {rate:,.0f} states/s, ~{per_state:,.0f} bytes/state"
+        f"{r['verdict']}{bound}: {r['states']:,} states, {r['transitions']:,} transitions, "
+        f"depth {r['depth']}, "
+        f"{r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, {r['states'] / max(r['wall'], 1e-9):,.0f} states/s, "
+        f"peak {r['peak_mib']:,.0f} MiB (load {r['load']:.1f})"
     )
 
 
-def bench_checker_rate() -> str:
-    return _check(f"checker, {SHIPPED} × os-early-smi, default config", Scenario(), ("os-early-smi",), None)
+def _check(scenario: list[int], attacks: list[str], limits: dict, options: dict | None = None) -> dict:
+    job: dict[str, Any] = {"kind": "check", "scenario": scenario, "attacks": attacks, "limits": limits}
+    if options is not None:
+        job["options"] = options
+    return job
 
 
-def bench_all_small() -> str:
-    """`all` on the smallest hot-add, with os-ipi's budget at 1 (at its default 3 the space is
-    beyond millions of states: `--all-small-cap`)."""
-    label = f"checker, {SHIPPED} × all (os-ipi budget 1), 1 boot + 1 plugged"
-    return _check(label, Scenario(1, 2, 1, 0), ("all",), None, budgets=(("os-ipi", 1),))
-
-
-def bench_all_small_default_budget(cap: int, accel: str) -> str:
-    label = f"checker, {SHIPPED} × all, 1 boot + 1 plugged, accel {accel} (capped at {cap:,} states)"
-    return _check(label, Scenario(1, 2, 1, 0), ("all",), cap, accel=accel)
-
-
-def bench_big_benign() -> str:
-    return _check(f"checker, {SHIPPED} benign, 4 boot + 4 plugged, unplug 1", BIG, (), None)
-
-
-def bench_big_all(cap: int | None) -> str:
-    limit = "exhaustive" if cap is None else f"capped at {cap:,} states"
-    label = f"checker, {SHIPPED} × all, 4 boot + 4 plugged ({limit}; target ≤ 60 s)"
-    return _check(label, BIG, ("all",), cap)
-
-
-def bench_default_all(cap: int) -> str:
-    """The shipped design under every adversary at once on the default configuration (the `all`
-    cell the matrix caps), up to ``cap`` states (0: until the automatic memory limit): long, and
-    about 0.3 KiB of memory per state."""
-    limit = f"capped at {cap:,} states" if cap else "up to the automatic memory limit"
-    label = f"checker, {SHIPPED} × all, default config ({limit})"
-    return _check(label, Scenario(), ("all",), cap or None)
-
-
-def bench_matrix(cap: int | None, accel: str = "kvm") -> str:
-    t0 = time.perf_counter()
-    results = run_matrix(Scenario(), limits=Limits(states=cap), accel=accel)
-    dt = time.perf_counter() - t0
-    verdicts = {v: sum(r.verdict == v for r in results) for v in ("holds", "violated", "incomplete")}
-    slowest = max(results, key=lambda r: r.seconds)
-    states = sum(r.states for r in results)
-    limit = "uncapped" if cap is None else f"cells capped at {cap:,} states"
-    return (
-        f"matrix, accel {accel}, default config ({limit}; target ≤ 10 s): "
-        f"{len(results)} cells in {dt:.1f} s wall, "
-        f"{states:,} states; {verdicts}; slowest cell {slowest.design} × "
-        f"{(slowest.attacks or ['none'])[0]} {slowest.seconds:.1f} s"
+def target1(base: Path, quick: bool) -> None:
+    bound = {"depth": 60 if quick else 120}
+    new = measure(_check(DEFAULT, ["all"], bound, {"workers": 2}))
+    old = measure(_check(DEFAULT, ["all"], bound), base)
+    print(f"  common bound, this tree (2 workers): {_fig(new)}")
+    print(f"  common bound, last landed (1 process): {_fig(old)}")
+    print(
+        f"  ratio (wall, last landed / this tree): {old['wall'] / new['wall']:.2f}×; "
+        f"same result: {_same(new, old)}"
+    )
+    if quick:
+        return
+    full = measure(_check(DEFAULT, ["all"], {}, {"workers": 2}))
+    share = "none (no partial-order reduction: see README, Performance)"
+    print(f"  exhaustive, 2 workers: {_fig(full)}; reduction share: {share}")
+    print(
+        "  target ≤ 30 min and ≤ 12 GiB: "
+        + ("met" if full["wall"] <= 1800 and full["peak_mib"] <= 12288 else "MISSED")
     )
 
 
-def bench_history() -> str:
-    """The history catalog (`matrix --history`, also run by tests/test_history.py): every entry's
-    scenario with its fix reverted and in place, on two workers."""
-    from smm_hotplug.checker.history import run_history
+DEPTH: dict[str, int] = {}  # --depth: the bound of targets 2 and 3
 
-    t0 = time.perf_counter()
-    results = run_history(workers=2)
-    dt = time.perf_counter() - t0
-    checks = [c for r in results for c in (r.reverted, r.fixed)]
-    slowest = max(results, key=lambda r: r.reverted.seconds + r.fixed.seconds)
-    good = sum(r.ok for r in results)
+
+def _pair(quick: bool) -> dict:
+    return _check(DEFAULT, ["all"], {"depth": DEPTH.get("pair") or (70 if quick else 110)})
+
+
+def _balance(one: dict, many: dict) -> str:
+    """What the speed-up would be on otherwise idle cores: one process's CPU time over the
+    busiest worker's (the workers run side by side; the driver only routes)."""
+    cpus = many["stats"].get("worker_cpu_seconds") or [many["cpu"]]
     return (
-        f"history catalog: {len(results)} entries ({good} as claimed), {len(checks)} checks in {dt:.1f} s "
-        f"wall, {sum(c.states for c in checks):,} states; slowest {slowest.entry.id} "
-        f"{slowest.reverted.states:,} + {slowest.fixed.states:,} states, "
-        f"{slowest.reverted.seconds + slowest.fixed.seconds:.1f} s"
+        f"CPU: 1 process {one['cpu']:.1f} s; workers {', '.join(f'{c:.1f}' for c in cpus)} s, driver "
+        f"{many['stats'].get('driver_cpu_seconds', 0):.1f} s: speed-up on idle cores ≤ "
+        f"{one['cpu'] / max(cpus):.2f}×"
     )
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (the matrix's workers): on a machine
-    shared with other work it is what the wall-clock figures would be on an idle one, per core."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def target2(base: Path, quick: bool) -> None:
+    job = _pair(quick)
+    one = measure({**job, "options": {"workers": 1}})
+    two = measure({**job, "options": {"workers": 2}})
+    old = measure(job, base)
+    print(f"  --workers 1: {_fig(one)}")
+    print(f"  --workers 2: {_fig(two)}")
+    print(f"  last landed: {_fig(old)}")
+    speedup = one["wall"] / two["wall"]
+    print(f"  {_balance(one, two)}")
+    print(
+        f"  --workers 2 is {speedup:.2f}× faster than --workers 1 (target ≥ 1.7); "
+        f"{old['wall'] / two['wall']:.2f}× faster than the last landed version; "
+        f"identical: {_same(one, two) and _same(one, old)}"
+    )
 
 
-def _in_fresh_process(job: Callable[[], str]) -> tuple[str, float, float]:
-    before = cpu_seconds()
-    line = job()
-    return line, peak_mib(), cpu_seconds() - before
+def target3(base: Path, quick: bool) -> None:
+    job = _pair(quick)
+    one = measure({**job, "options": {"workers": 1}})
+    dask = measure({**job, "options": {"workers": 2, "local_cluster": 1}})
+    old = measure(job, base)
+    print(f"  1 worker: {_fig(one)}")
+    print(f"  local Dask cluster, 2 workers: {_fig(dask)}")
+    print(f"  {_balance(one, dask)}")
+    print(
+        f"  the cluster is {one['wall'] / dask['wall']:.2f}× faster than 1 worker (target ≥ 1.5), "
+        f"{old['wall'] / dask['wall']:.2f}× faster than the last landed version; "
+        f"identical: {_same(one, dask) and _same(one, old)}"
+    )
+
+
+def target4(base: Path, quick: bool) -> None:
+    job = _check(DEFAULT, ["all"], {"depth": 80 if quick else 115})
+    for fingerprint, bound in ((False, 40), (True, 16)):
+        r = measure({**job, "options": {"fingerprint": fingerprint}})
+        per = r["stats"]["visited_bytes"] / r["states"]
+        graph = r["stats"]["graph_bytes"] / r["states"]
+        print(
+            f"  {'fingerprint' if fingerprint else 'exact'}: visited set {per:.1f} bytes/state "
+            f"(target ≤ {bound}), BFS tree {graph:.1f} bytes/state, "
+            f"process {(r['peak_mib'] - r['start_mib']) * 2**20 / r['states']:,.0f} bytes/state "
+            f"({r['states']:,} states, peak {r['peak_mib']:,.0f} MiB)"
+        )
+    old = measure(job, base)
+    per_old = (old["peak_mib"] - old["start_mib"]) * 2**20 / old["states"]
+    print(f"  last landed: process {per_old:,.0f} bytes/state, peak {old['peak_mib']:,.0f} MiB")
+
+
+def target5(base: Path, quick: bool) -> None:
+    cap = {"states": 300_000}
+    for label, without in (("every cell but the `all` column", ["all"]), ("whole matrix", [])):
+        if quick and not without:
+            continue
+        job = {"kind": "matrix", "scenario": DEFAULT, "limits": cap, "without": without}
+        new, old = measure(job), measure(job, base)
+        print(
+            f"  {label}: {new['cells']} cells in {new['wall']:.1f} s wall (last landed {old['wall']:.1f} s, "
+            f"ratio {old['wall'] / new['wall']:.2f}×), {new['verdicts']}, incomplete: "
+            f"{', '.join(new['incomplete']) or 'none'}; "
+            f"slowest {new['slowest'][1]} {new['slowest'][0]:.1f} s; "
+            f"peak {new['peak_mib']:,.0f} MiB (load {new['load']:.1f})"
+        )
+
+
+def target6(base: Path, quick: bool) -> None:
+    seconds = 60 if quick else 600
+    new = measure(_check(BIG, ["all"], {"seconds": seconds}, {"workers": 2}))
+    old = measure(_check(BIG, ["all"], {"seconds": seconds}), base)
+    print(f"  this tree, 2 workers, {seconds} s: {_fig(new)}")
+    print(f"  last landed, {seconds} s: {_fig(old)}")
+    sizes = new["layer_sizes"]
+    print(
+        f"  first layers: {', '.join(f'{n:,}' for n in sizes[:12])} ... "
+        f"last {', '.join(f'{n:,}' for n in sizes[-4:])}"
+    )
+
+
+TARGETS = {1: target1, 2: target2, 3: target3, 4: target4, 5: target5, 6: target6}
 
 
 @click.command()
-@click.option("--quick", is_flag=True, help="Only the figures that take seconds.")
-@click.option("--cap", type=int, default=1_000_000, show_default=True, help="State cap of the big `all` run.")
-@click.option(
-    "--default-all",
-    type=int,
-    default=None,
-    metavar="STATES",
-    help="Also check the shipped design under `all` on the default config, up to STATES states "
-    "(0: until the automatic memory limit).",
-)
-@click.option(
-    "--all-small-cap",
-    type=int,
-    default=None,
-    metavar="STATES",
-    help="Also check the shipped design under `all` (os-ipi at its default budget) on 1 boot + 1 "
-    "plugged CPU, under each accelerator, up to STATES states.",
-)
-def main(quick: bool, cap: int, default_all: int | None, all_small_cap: int | None) -> None:
-    jobs: list[Callable[[], str]] = [bench_simulator, bench_checker_rate, bench_all_small, bench_history]
-    if not quick:
-        jobs += [
-            bench_big_benign,
-            partial(bench_matrix, 300_000),
-            partial(bench_matrix, 300_000, "tcg"),
-            partial(bench_big_all, cap),
-        ]
-    if all_small_cap is not None:
-        jobs += [partial(bench_all_small_default_budget, all_small_cap, a) for a in ("kvm", "tcg")]
-    if default_all is not None:
-        jobs.append(partial(bench_default_all, default_all))
-    for job in jobs:
-        with ProcessPoolExecutor(max_workers=1, max_tasks_per_child=1) as pool:
-            line, mib, cpu = pool.submit(_in_fresh_process, job).result()
-        print(f"{line}; peak memory {mib:,.0f} MiB; {cpu:,.1f} CPU s", flush=True)
+@click.option("--target", "targets", type=click.IntRange(1, 6), multiple=True, help="Run only this target.")
+@click.option("--quick", is_flag=True, help="Smaller bounds (minutes instead of hours).")
+@click.option("--baseline", default=BASELINE, show_default=True, help="Git ref of the last landed version.")
+@click.option("--depth", type=int, default=None, help="Bound of targets 2 and 3 (default 110; quick 70).")
+def main(targets: tuple[int, ...], quick: bool, baseline: str, depth: int | None) -> None:
+    if depth is not None:
+        DEPTH["pair"] = depth
+    base = _baseline_tree(baseline)
+    for t in targets or sorted(TARGETS):
+        print(f"target {t}:", flush=True)
+        TARGETS[t](base, quick)
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -6,22 +6,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smm_hotplug.checker.graph import StateGraph
-from smm_hotplug.checker.pool import StatePool
+from smm_hotplug.checker.store import Codec
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.simulator import simulate
 from smm_hotplug.world import Scenario
 
 
-def test_pooled_states_are_equal_to_the_originals_and_share_equal_parts():
+def test_stored_states_are_equal_to_the_originals_and_share_equal_parts():
     system = CheckSetup("smram-default-smbase", Scenario(), ("concurrent-plug",)).system()
     a = simulate(system, seed=3).final
     b = simulate(system, seed=3).final  # the same run again: equal values, separate objects
     assert a == b and a.m.mem is not b.m.mem
-    pool = StatePool()
-    pa, pb = pool.world(a), pool.world(b)
+    codec = Codec()
+    ka, kb = codec.key(a), codec.key(b)
+    assert ka == kb
+    pa, pb = codec.world(ka), codec.world(kb)
     assert pa == a and hash(pa) == hash(a)
     assert pb == b and pb.m.mem is pa.m.mem and pb.m.cpus is pa.m.cpus and pb.m.cpuhp is pa.m.cpuhp
     assert all(x is y for x, y in zip(pa.m.cpus, pb.m.cpus, strict=True))
+    c = system.initial()
+    assert codec.key(c) != ka and codec.world(codec.key(c)) == c
 
 
 def _graph(edges: dict[int, list[int]]) -> StateGraph:
@@ -77,3 +81,36 @@ def test_the_matrix_reports_each_cell_as_it_finishes_and_returns_them_in_order()
     ]
     assert sorted(s[:2] for s in seen) == sorted(cells)
     assert [s[2:] for s in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+_ADDRESS_ELSEWHERE = """
+import pickle, sys
+from smm_hotplug.hw import memory
+memory._code("a writer only this process has")  # this process numbers writers differently
+from smm_hotplug.checker.content import Addresses
+mem, cpus = pickle.loads(sys.stdin.buffer.read())
+print(Addresses().memory(mem), Addresses().pieces(b"C", cpus))
+"""
+
+
+def test_content_addresses_are_the_same_in_another_process():
+    """Workers name parts by content address: a RAM image (bytes, writers, objects) must get the
+    same name in a process that numbers its writers differently."""
+    import pickle
+    import subprocess
+    import sys
+
+    from smm_hotplug.checker.content import Addresses
+
+    system = CheckSetup("smram-default-smbase", Scenario(), ("concurrent-plug",)).system()
+    m = simulate(system, seed=3).final.m
+    here = Addresses()
+    out = subprocess.run(
+        [sys.executable, "-c", _ADDRESS_ELSEWHERE],
+        input=pickle.dumps((m.mem, m.cpus)),
+        capture_output=True,
+        check=True,
+    )
+    assert out.stdout.decode().split() == [str(here.memory(m.mem)), str(here.pieces(b"C", m.cpus))]
+    mem = m.mem
+    assert here.memory(pickle.loads(pickle.dumps(mem))) == here.memory(mem)

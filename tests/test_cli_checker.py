@@ -116,9 +116,10 @@ def test_a_memory_or_time_limit_ends_a_check_with_its_bound_not_a_crash():
     assert doc["bound"] == doc["depth"] > 0
 
 
-def test_ctrl_c_ends_a_check_with_its_bound():
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+def test_ctrl_c_ends_a_check_with_its_bound(workers):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "smm_hotplug.interfaces.cli", "check", *BIG],
+        [sys.executable, "-m", "smm_hotplug.interfaces.cli", "check", *BIG, *workers],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -128,6 +129,25 @@ def test_ctrl_c_ends_a_check_with_its_bound():
     stdout, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "INCOMPLETE" in stdout and "stopped when interrupted (Ctrl-C)" in stdout
+
+
+def test_check_on_two_workers_with_fingerprints_prints_the_same_result_and_tlcs_estimate():
+    tamper = ("--attack", "os-hotplug-register-tamper")  # holds, with findings
+    plain = json.loads(run("check", *SMALL, *tamper, "--json").stdout)
+    shared = run("check", *SMALL, *tamper, "--json", "--workers", "2", "--fingerprint")
+    assert shared.returncode == 0, shared.stderr
+    doc = json.loads(shared.stdout)
+    keys = ("verdict", "property", "states", "transitions", "depth", "cases", "findings", "undecided")
+    assert {k: doc[k] for k in keys} == {k: plain[k] for k in keys}
+    assert plain["fingerprint_collision_probability"] is None
+    # TLC: d * (g - d) / 2^64, g = states generated (the initial state and every transition)
+    assert (
+        doc["fingerprint_collision_probability"]
+        == doc["states"] * (doc["transitions"] + 1 - doc["states"]) / 2**64
+    )
+    assert plain["verdict"] == "holds" and plain["findings"]
+    text = run("check", *SMALL, *tamper, "--fingerprint").stdout
+    assert "calculated (optimistic)" in text and "based on the actual fingerprints" in text
 
 
 def test_matrix_json_has_every_design_against_every_column():
@@ -165,6 +185,8 @@ def _write(path, text):
         (["check", "--max-depth", "0"], "--max-depth must be positive"),
         (["check", "--trace-out", "/nonexistent/dir/t.json"], "does not exist"),
         (["matrix", "--workers", "0"], "--workers must be positive"),
+        (["check", "--workers", "0"], "--workers must be positive"),
+        (["check", "--cluster", "tcp://127.0.0.1:1"], "cannot reach the Dask scheduler"),
         (["matrix", "--unplug", "7"], "cannot remove 7 CPUs"),
         (["witness", "nonsense"], "unknown hard case 'nonsense'"),
         (["witness", "burst-after-scan", "--design", "nonsense"], "unknown design"),

@@ -237,7 +237,8 @@ def test_firmware_option_on_the_command_line():
 
 
 def test_a_trace_file_remembers_the_firmware_version(tmp_path):
-    from smm_hotplug.checker.traces import replay, save
+    from smm_hotplug.checker.replay import replay
+    from smm_hotplug.checker.traces import save
 
     setup = CheckSetup(SHIPPED, Scenario(), ("unplug-race",), firmware=EDK2_CURRENT)
     res = run_check(setup)

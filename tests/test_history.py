@@ -14,7 +14,8 @@ from conftest import run_cli
 
 from smm_hotplug.checker.explore import check
 from smm_hotplug.checker.history import EntryResult, entry_setup, run_history
-from smm_hotplug.checker.traces import CheckSetup, replay, save
+from smm_hotplug.checker.replay import replay
+from smm_hotplug.checker.traces import CheckSetup, save
 from smm_hotplug.designs.catalog import get_design
 from smm_hotplug.designs.history import BACKPORTED, ENTRIES, IN_VERSION, MODEL_FIXES, get_entry, with_fixes
 from smm_hotplug.errors import UsageError
@@ -350,7 +351,8 @@ def test_bad_history_input_is_a_one_line_error(args, message):
 
 def _main(monkeypatch, capsys, results, *args) -> tuple[int, str, str]:
     """The command line in this process, with the catalog's results already computed."""
-    from smm_hotplug.interfaces import cli, history_cli
+    from smm_hotplug.interfaces import cli
+    from smm_hotplug.interfaces.cli import history as history_cli
 
     monkeypatch.setattr(history_cli, "run_catalog", lambda limits, workers, log=None: results)
     with pytest.raises(SystemExit) as done:

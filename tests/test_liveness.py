@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
 from smm_hotplug.checker.explore import CheckResult, TraceStep
@@ -50,6 +51,63 @@ def test_the_stuck_end_skips_cycles_a_run_can_leave():
 def test_no_stuck_end_when_everything_can_finish():
     g = _graph({0: [1], 1: [0, 2], 2: []})
     assert g.stuck_end(g.can_finish([2])) is None
+
+
+_TOY_MOVES: dict[int, list[tuple[str, int, int]]] = {
+    0: [("mgmt", 0, 1), ("mgmt", 1, 5)],
+    1: [("cpu0", 0, 2)],
+    2: [("cpu1", 0, 3), ("cpu0", 0, 3)],  # two moves to the same state: the first is shown
+    3: [("adv:x", 2, 2)],
+    5: [],
+}
+
+
+class _Move:
+    def __init__(self, actor: str, choice: int, world: int) -> None:
+        self.actor, self.choice, self.world = actor, choice, world
+
+
+class _Toy:
+    """A system of numbered states, for the lasso's replay: each state's moves in order."""
+
+    def initial(self) -> int:
+        return 0
+
+    def moves(self, w: int):
+        return (_Move(*m) for m in _TOY_MOVES[w])
+
+    def replay_move(self, w: int, actor: str, choice: int) -> _Move:
+        return next(m for m in self.moves(w) if (m.actor, m.choice) == (actor, choice))
+
+
+def test_the_lasso_is_replayed_from_the_graph_alone(monkeypatch: pytest.MonkeyPatch):
+    """find_stuck keeps no states: it replays the schedule to the stuck end and takes each step
+    round the cycle as the move whose place is the next state's place among the successors."""
+    from smm_hotplug.checker import liveness
+
+    toy = _Toy()
+    g, ids, order = StateGraph(), {0: 0}, [0]
+    for w in order:  # breadth first, as the searches number states
+        targets = []
+        for m in toy.moves(w):
+            if m.world not in ids:
+                ids[m.world] = len(order)
+                order.append(m.world)
+                g.add(ids[w], m.actor, m.choice)
+            targets.append(ids[m.world])
+        g.expanded(targets)
+    seen = {}
+
+    def stuck_end(system, end, steps, cycle_start, no_return, moving):
+        seen.update(end=end, moving=moving)
+        return [], "stuck"
+
+    monkeypatch.setattr(liveness, "stuck_end", stuck_end)
+    found = liveness.find_stuck(toy, g, [ids[5]])  # type: ignore[arg-type]
+    assert found is not None
+    assert found.schedule == [("mgmt", 0), ("cpu0", 0), ("cpu1", 0), ("adv:x", 2)]
+    assert (found.cycle_start, found.no_return) == (2, 1)
+    assert seen == {"end": 2, "moving": {"cpu1", "adv:x"}}
 
 
 # -- the checker's hotplug-completes traces ---------------------------------------------------------

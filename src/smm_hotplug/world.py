@@ -53,6 +53,10 @@ class Actor(Protocol):
     def moves(self, system: System, w: World, mk: Callable[[], Log]) -> Iterator[tuple[Machine, Log]]: ...
 
 
+# One step of a CPU: (machine, slot, log) -> the next machine, or None when it cannot move.
+CpuStep = Callable[[Machine, int, Log], "Machine | None"]
+
+
 class Move(NamedTuple):
     actor: str  # "cpu3", "mgmt", "adv:<id>"
     choice: int  # which of the actor's options: 0 for CPUs, the slot for management
@@ -237,14 +241,19 @@ class System:
         return bsp.pc is not None and bsp.pc[0] == kernel.OS_ENTRY
 
     # -- all moves ---------------------------------------------------------------------------------
-    def moves(self, w: World, record: bool = False, detail: bool = False) -> Iterator[Move]:
+    def moves(
+        self, w: World, record: bool = False, detail: bool = False, cpu_step: CpuStep | None = None
+    ) -> Iterator[Move]:
+        """Every transition from ``w``.  ``cpu_step`` stands in for ``Platform.cpu_step`` (a
+        driver's memoised version of it, which must compute the same)."""
         plat = self.plat
+        step = cpu_step or plat.cpu_step
         mk = (lambda: Log(record=True, detail=detail)) if record else NullLog
         for slot in range(len(w.m.cpus)):
             if not plat.cpu_enabled(w.m, slot):
                 continue
             log = mk()
-            m2 = plat.cpu_step(w.m, slot, log)
+            m2 = step(w.m, slot, log)
             if m2 is None or (m2 == w.m and not log.violations):
                 continue
             yield Move(f"cpu{slot}", 0, World(m2, w.done, w.budgets, w.unplugged), log)

@@ -1,9 +1,10 @@
 """The exhaustive checker: breadth-first over every interleaving of every actor.
 
-States are ``World`` values; the visited set is a dict keyed by the state value itself (its
-hash is cheap: RAM keeps an incremental hash), each kept state built from shared parts
-(``checker.pool``), and the moves between them recorded in flat arrays (``checker.graph``);
-limits and Ctrl-C stop the search as a bounded proof (``checker.limits``).  Safety properties
+States are ``World`` values, kept as short tuples of ids of hash-consed parts in a numpy
+visited set (``checker.store``), searched layer by layer in one process (``checker.search``)
+or on several (``checker.parallel``, ``checker.cluster``) with the same result; the moves
+between them are recorded in flat arrays (``checker.graph``); limits and Ctrl-C stop the
+search as a bounded proof (``checker.limits``).  Safety properties
 are checked on every transition, so the first violation found lies at minimal depth and its
 trace is a shortest attack.  ``hotplug-completes`` is checked once the space is explored:
 every reachable state must be able to reach the end of the scenario (no deadlock, no livelock)
@@ -20,18 +21,19 @@ goes on through them and stops only at a violation of a deciding property.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any
 
 from smm_hotplug.adversaries.base import Adversary
 from smm_hotplug.checker.cases import HARD_CASES, Predicate
-from smm_hotplug.checker.graph import StateGraph
+from smm_hotplug.checker.judge import INTERRUPTED, Exploration
 from smm_hotplug.checker.limits import Limits, Watch
-from smm_hotplug.checker.liveness import find_stuck
-from smm_hotplug.checker.pool import StatePool
+from smm_hotplug.checker.search import Monitor, Options, Progress, search
+from smm_hotplug.checker.store import collision_probability
 from smm_hotplug.invariants import PROPERTIES
 from smm_hotplug.world import Scenario, System, World
+
+__all__ = ["INTERRUPTED", "Exploration", "Monitor", "Options", "Progress"]
 
 
 def judged_properties(adversaries: tuple[Adversary, ...]) -> tuple[str, ...]:
@@ -124,6 +126,15 @@ class CheckResult:
     # Historical fixes taken out of the model and later ones put in (designs/history.py).
     reverted: tuple[str, ...] = ()
     backported: tuple[str, ...] = ()
+    # How the search stored what it saw: bytes of the visited set and graph, memo hits, workers...
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def collision_probability(self) -> float | None:
+        """Fingerprint mode: TLC's estimate that two states were merged (checker.store)."""
+        if not self.stats.get("fingerprint"):
+            return None
+        return collision_probability(self.states, self.transitions)
 
     @property
     def bound(self) -> int | None:
@@ -170,29 +181,8 @@ class CheckResult:
             "undecided": list(self.undecided),
             "reverted": list(self.reverted),
             "backported": list(self.backported),
+            "fingerprint_collision_probability": self.collision_probability,
         }
-
-
-Progress = Callable[[int, int, int], None]  # (states, transitions, depth)
-INTERRUPTED = "when interrupted (Ctrl-C)"  # CheckResult.stopped of a search ended by Ctrl-C
-
-
-class Exploration(NamedTuple):
-    verdict: str  # "holds" | "violated" | "incomplete" | "reached" (a goal case)
-    prop: str | None
-    detail: str | None
-    schedule: list[tuple[str, int]]
-    states: int
-    transitions: int
-    depth: int
-    reached: dict[str, int]  # hard case -> steps of the shortest schedule to it
-    stopped: str | None = None  # incomplete: which limit stopped it ("after 1,000 states")
-    # Accepted properties: the first violation of each, (property, detail, schedule), in the order found.
-    findings: tuple[tuple[str, str, list[tuple[str, int]]], ...] = ()
-    complete: bool = False  # the whole reachable space was explored
-    stuck: list[dict[str, str]] | None = None  # hotplug-completes: see liveness.Stuck
-    cycle_start: int | None = None
-    no_return: int | None = None
 
 
 def explore(
@@ -203,125 +193,24 @@ def explore(
     cases: dict[str, Predicate] | None = None,
     goal: str | None = None,
     accepted: tuple[str, ...] = (),
+    options: Options | None = None,
+    monitor: Monitor | None = None,
 ) -> Exploration:
     """BFS.  ``judged``: the deciding properties; ``accepted``: properties whose first violation
     is recorded as a finding without stopping the search.  ``cases``: predicates whose first
     (shallowest) state is recorded; reaching ``goal``, one of them, ends the search with verdict
-    "reached" and the schedule to it.  A limit (or Ctrl-C) ends it with verdict "incomplete"."""
+    "reached" and the schedule to it.  A limit (or Ctrl-C) ends it with verdict "incomplete".
+    ``options`` say how to search (compressed or fingerprinted states, memoised steps, worker
+    processes, a cluster): the result is the same."""
+    options = options or Options()
     watch = Watch(limits)
-    safety = frozenset(judged) - {"hotplug-completes"}
-    liveness = "hotplug-completes" in judged
-    # Accepted safety properties: their first violations become findings.
-    watched = frozenset(accepted) - {"hotplug-completes"} - safety
-    # The transitions are kept for the hotplug-completes analysis, deciding or accepted.
-    edges_kept = liveness or "hotplug-completes" in accepted
-    found: dict[str, tuple[str, list[tuple[str, int]]]] = {}
-    init = system.initial()
-    pending = dict(cases or {})  # cases not reached yet
-    reached: dict[str, int] = {}
-    index: dict[World, int] = {init: 0}
-    pool = StatePool()
-    graph = StateGraph()
-    finished: list[int] = []
-    frontier = [0]
-    states_list: list[World] = [init]
-    transitions = 0
-    depth = 0
+    if options.workers > 1 or options.cluster is not None:
+        from smm_hotplug.checker.parallel import search_parallel
 
-    def visit(w: World, d: int) -> bool:
-        """Record the cases ``w`` is an instance of; True when it is the goal."""
-        for case, holds_in in list(pending.items()):
-            if holds_in(system, w):
-                reached[case] = d
-                del pending[case]
-                if case == goal:
-                    return True
-        return False
-
-    def result(verdict, prop=None, detail=None, sched=None, d=0, stopped=None, complete=False) -> Exploration:
-        return Exploration(
-            verdict,
-            prop,
-            detail,
-            sched or [],
-            len(index),
-            transitions,
-            d,
-            reached,
-            stopped,
-            tuple((p, text, sched) for p, (text, sched) in found.items()),
-            complete,
-        )
-
-    def incomplete(why: str) -> Exploration:
-        # Layers 0..depth-1 are fully expanded: every schedule of up to ``depth`` steps has
-        # been checked (see CheckResult.bound).
-        what = "a deciding safety property" if watched or found else "a safety property"
-        detail = f"stopped {why}: no schedule of up to {depth} steps violates {what}"
-        if liveness:
-            detail += "; hotplug-completes not decided"
-        return result("incomplete", detail=detail, d=depth, stopped=why)
-
-    if visit(init, 0):
-        return result("reached", detail=goal)
-
-    try:
-        while frontier:
-            nxt: list[int] = []
-            for sid in frontier:
-                w = states_list[sid]
-                edges: list[int] = []
-                for mv in system.moves(w):
-                    transitions += 1
-                    tid = index.get(mv.world)
-                    if tid is None:
-                        system.check(mv.world, mv.log)  # state invariants: once per state
-                    violations = mv.log.violations
-                    if violations:
-                        bad = [v for v in violations if v.prop in safety]
-                        if bad:
-                            sched = [*graph.path_to(sid), (mv.actor, mv.choice)]
-                            return result("violated", bad[0].prop, bad[0].text, sched, depth + 1)
-                        for v in violations:
-                            if v.prop in watched and v.prop not in found:
-                                found[v.prop] = (v.text, [*graph.path_to(sid), (mv.actor, mv.choice)])
-                    if tid is None:
-                        tid = len(states_list)
-                        kept = pool.world(mv.world)
-                        index[kept] = tid
-                        states_list.append(kept)
-                        graph.add(sid, mv.actor, mv.choice)
-                        nxt.append(tid)
-                        if pending and visit(kept, depth + 1):
-                            return result("reached", detail=goal, sched=graph.path_to(tid), d=depth + 1)
-                    if edges_kept:
-                        edges.append(tid)
-                if edges_kept:
-                    graph.expanded(edges)
-                    if not edges and system.finished(w):
-                        finished.append(sid)
-                why = watch.exceeded(len(index), transitions)
-                if why is not None:
-                    return incomplete(why)
-            if progress is not None:
-                progress(len(index), transitions, depth)
-            frontier = nxt
-            depth += 1
-            why = watch.deep_enough(depth) if frontier else None
-            if why is not None:
-                return incomplete(why)
-            # ids are assigned in BFS order: states are expanded in id order
-        stuck = find_stuck(system, graph, states_list, finished) if edges_kept else None
-    except KeyboardInterrupt:
-        return incomplete(INTERRUPTED)
-    if stuck is not None:
-        if liveness:
-            out = result("violated", "hotplug-completes", stuck.detail, stuck.schedule, len(stuck.schedule))
-            return out._replace(
-                complete=True, stuck=stuck.stuck, cycle_start=stuck.cycle_start, no_return=stuck.no_return
-            )
-        found["hotplug-completes"] = (stuck.detail, stuck.schedule)
-    return result("holds", d=depth, complete=True)
+        run = search_parallel
+    else:
+        run = search
+    return run(system, judged, accepted, watch, dict(cases or {}), goal, options, progress, monitor)
 
 
 def replay_trace(system: System, schedule: list[tuple[str, int]]) -> list[TraceStep]:
@@ -359,6 +248,8 @@ def check(
     describe: bool = True,
     goal: str | None = None,
     accepted: tuple[str, ...] = (),
+    options: Options | None = None,
+    monitor: Monitor | None = None,
 ) -> CheckResult:
     """Prove ``judged`` (recording the hard cases passed and the first violation of each
     ``accepted`` property as a finding), or with ``goal`` — a hard case id and no properties
@@ -373,6 +264,8 @@ def check(
         cases={c: hc.holds_in for c, hc in chosen.items()},
         goal=goal,
         accepted=accepted,
+        options=options,
+        monitor=monitor,
     )
     seconds = time.perf_counter() - t0
     verdict, detail = out.verdict, out.detail
@@ -410,6 +303,7 @@ def check(
         accel=system.cfg.hw.accel,
         reverted=system.design.reverted,
         backported=system.design.backported,
+        stats=out.stats or {},
     )
     if verdict in ("violated", "reached") and describe:
         res.trace = replay_trace(system, out.schedule)

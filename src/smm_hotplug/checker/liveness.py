@@ -12,7 +12,10 @@ with what it waits for, taken from the ``waits=`` description of the step its CP
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
+
+import numpy as np
 
 from smm_hotplug.checker.graph import StateGraph
 from smm_hotplug.code import PROGRAMS
@@ -31,8 +34,13 @@ class Stuck(NamedTuple):
     detail: str
 
 
-def find_stuck(system: System, graph: StateGraph, states: list[World], finished: list[int]) -> Stuck | None:
-    """The run into the stuck end, or None when every reachable state can still finish."""
+def find_stuck(system: System, graph: StateGraph, finished: list[int] | np.ndarray) -> Stuck | None:
+    """The run into the stuck end, or None when every reachable state can still finish.
+
+    Only the graph is needed: the stuck end's state is rebuilt by replaying the schedule to it,
+    and each step round the cycle is the move whose place among its state's moves is the place
+    of the next state among the recorded successors — so a search that keeps no states
+    (fingerprints, states on other processes) shows the same run."""
     good = graph.can_finish(finished)
     found = graph.stuck_end(good)
     if found is None:
@@ -41,16 +49,30 @@ def find_stuck(system: System, graph: StateGraph, states: list[World], finished:
     path = graph.states_to(end)
     no_return = next(i for i, s in enumerate(path) if not good[s])
     schedule = graph.path_to(end)
+    w_end = replay(system, schedule)
     moving: set[str] = set()
     cycle_start = None
     if cycle:
         cycle_start = len(schedule)
+        w = w_end
         for u, v in zip(cycle, [*cycle[1:], cycle[0]], strict=True):
-            move = _move_between(system, states[u], states[v])
-            schedule.append(move)
-            moving.add(move[0])
-    stuck, detail = stuck_end(system, states[end], len(schedule), cycle_start, no_return, moving)
+            k = graph.successors(u).index(v)
+            mv = next(itertools.islice(system.moves(w), k, None))
+            schedule.append((mv.actor, mv.choice))
+            moving.add(mv.actor)
+            w = mv.world
+        if w != w_end:
+            raise AssertionError("the recorded cycle does not return to its first state")
+    stuck, detail = stuck_end(system, w_end, len(schedule), cycle_start, no_return, moving)
     return Stuck(schedule, cycle_start, no_return, stuck, detail)
+
+
+def replay(system: System, schedule: list[tuple[str, int]]) -> World:
+    """The state a schedule from power-on leads to."""
+    w = system.initial()
+    for actor, choice in schedule:
+        w = system.replay_move(w, actor, choice).world
+    return w
 
 
 def stuck_end(
@@ -86,13 +108,6 @@ def unfinished(system: System, w: World) -> list[str]:
         if slots:
             out.append(f"{name} pending for {', '.join(f'cpu{s}' for s in slots)}")
     return out
-
-
-def _move_between(system: System, src: World, dst: World) -> tuple[str, int]:
-    for mv in system.moves(src):
-        if mv.world == dst:
-            return mv.actor, mv.choice
-    raise AssertionError("an edge of the explored graph is no move of the model")
 
 
 def describe(

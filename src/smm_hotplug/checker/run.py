@@ -18,6 +18,7 @@ from smm_hotplug.checker.explore import (
     judged_properties,
 )
 from smm_hotplug.checker.limits import Limits
+from smm_hotplug.checker.search import Monitor, Options
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.designs.catalog import DESIGNS
 from smm_hotplug.errors import UsageError
@@ -29,7 +30,12 @@ Budgets = tuple[tuple[str, int], ...]  # (adversary id, budget) overrides
 
 
 def run_check(
-    setup: CheckSetup, limits: Limits | None = None, progress: Progress | None = None, describe: bool = True
+    setup: CheckSetup,
+    limits: Limits | None = None,
+    progress: Progress | None = None,
+    describe: bool = True,
+    options: Options | None = None,
+    monitor: Monitor | None = None,
 ) -> CheckResult:
     system = setup.system()  # validates ids and counts first
     adversaries = resolve(list(setup.attacks))
@@ -41,16 +47,32 @@ def run_check(
         progress=progress,
         describe=describe,
         accepted=accepted_properties(adversaries),
+        options=options,
+        monitor=monitor,
     )
 
 
 def run_witness(
-    setup: CheckSetup, case: str, limits: Limits | None = None, progress: Progress | None = None
+    setup: CheckSetup,
+    case: str,
+    limits: Limits | None = None,
+    progress: Progress | None = None,
+    options: Options | None = None,
+    monitor: Monitor | None = None,
 ) -> CheckResult:
     """The shortest schedule from power-on to a state that is an instance of hard case ``case``."""
     get_case(case)
     system = setup.system()
-    return check(system, list(setup.attacks), (), limits=limits, progress=progress, goal=case)
+    return check(
+        system,
+        list(setup.attacks),
+        (),
+        limits=limits,
+        progress=progress,
+        goal=case,
+        options=options,
+        monitor=monitor,
+    )
 
 
 def matrix_columns() -> list[str]:

@@ -69,6 +69,7 @@ def fresh_ap_uninit(board: Board) -> bool:
 def send_ipi(board: Board, m: Machine, src: int, dest: int, mode: int, vector: int, log: Log) -> Machine:
     """An IPI from CPU ``src`` to an APIC ID, or to all CPUs but itself."""
     cfg = board.cfg
+    log.cross = True  # looks at every slot and changes the targets
     targets = [
         s
         for s, c in enumerate(m.cpus)

@@ -24,6 +24,9 @@ from smm_hotplug.hw.trace import Log
 EjectMonitor = Callable[["Board", Machine, int, Log, bool], None]
 
 
+_MEMO_FIELDS = ("memo_decode", "memo_tseg", "memo_io", "memos")
+
+
 @dataclass(frozen=True)
 class Board:
     cfg: PlatformConfig
@@ -39,6 +42,17 @@ class Board:
     memo_io: dict = field(default_factory=dict, init=False, compare=False, repr=False)
     # Named memo tables of the layers above (e.g. the invariants' reading of firmware tables).
     memos: dict[str, dict] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def __getstate__(self) -> dict:
+        """A copy for another process (a checker's worker) leaves the memo tables behind: they
+        are caches, may hold closures, and the receiver fills its own."""
+        return {k: v for k, v in self.__dict__.items() if k not in _MEMO_FIELDS}
+
+    def __setstate__(self, state: dict) -> None:
+        # Frozen: fill __dict__ directly, with empty memo tables.
+        self.__dict__.update(state)
+        for name in _MEMO_FIELDS:
+            self.__dict__[name] = {}
 
     def memo(self, name: str) -> dict:
         """The named memo table (created on first use)."""

@@ -149,6 +149,7 @@ class Bus:
         ``waits_in`` (under fair timing a live CPU answers well within the timeout).
         """
         cfg = self.board.cfg
+        self.log.cross = True
         for slot, c in enumerate(self.m.cpus):
             if not c.present or cfg.apic_id(slot) != apic_id:
                 continue
@@ -172,6 +173,7 @@ class Bus:
         just as a real sender would not wait longer than 10 ms for it.
         """
         cfg = self.board.cfg
+        self.log.cross = True
         for slot, c in enumerate(self.m.cpus):
             if not c.present or cfg.apic_id(slot) != apic_id:
                 continue

@@ -224,6 +224,7 @@ def apply(board: Board, acc: Access, effects: Effects) -> None:
 def _raise_smi(board: Board, acc: Access, broadcast: bool) -> None:
     """The chipset's SMI (ich9_apm_ctrl_changed): every CPU, or the one that wrote APM_CNT."""
     if broadcast:
+        acc.log.cross = True
         acc.log.add("hw", acc.actor, "APM: broadcast SMI to every CPU")
         for slot, c in enumerate(acc.m.cpus):
             if c.present:
@@ -263,6 +264,7 @@ class _DmaHost:
 def eject(board: Board, m: Machine, slot: int, log: Log, actor: str, requested: bool = True) -> Machine:
     """Eject: QEMU unplugs and destroys the CPU at once; DEVICE_DELETED follows.  ``requested``
     (for the monitor): the OS had asked for this CPU's removal."""
+    log.cross = True
     if board.eject_monitor is not None:
         board.eject_monitor(board, m, slot, log, requested)
     m = remove_cpu(board, m, slot)

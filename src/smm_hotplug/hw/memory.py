@@ -19,6 +19,7 @@ millions of states cheaply.
 
 from __future__ import annotations
 
+from collections.abc import ItemsView
 from typing import NamedTuple
 
 PAGE_SHIFT = 8
@@ -40,6 +41,36 @@ def _code(writer: str) -> int:
         code = _WRITER_CODES[writer] = len(_WRITERS)
         _WRITERS.append(writer)
     return code
+
+
+def canonical_page(page: Page) -> tuple[bytes, bytes, tuple[str, ...]]:
+    """``page`` as every process spells it: its bytes, each byte's writer as a number into the
+    page's writers' names in sorted order (0: nobody), and those names.  Writer codes are this
+    process's own (handed out as writers first appear), so a copy of RAM for another process,
+    or a name of its content that must be the same in every process, uses this form."""
+    codes = set(page.writers)
+    codes.discard(0)
+    names = sorted(str(_WRITERS[c]) for c in codes)
+    if not names:
+        return page.data, page.writers, ()
+    table = bytearray(256)
+    for i, n in enumerate(names):
+        table[_WRITER_CODES[n]] = i + 1
+    return page.data, page.writers.translate(table), tuple(names)
+
+
+def page_from_canonical(data: bytes, writers: bytes, names: tuple[str, ...]) -> Page:
+    """The page ``canonical_page`` spelled so, in this process's writer codes."""
+    if names:
+        table = bytes([0, *(_code(n) for n in names)]).ljust(256, b"\0")
+        writers = writers.translate(table)
+    return Page(data, writers)
+
+
+def _restore(pages: tuple, objs: tuple) -> Memory:
+    """``Memory.__reduce__``'s copy, in this process's writer codes and hash."""
+    page_map = {pno: page_from_canonical(data, writers, names) for pno, data, writers, names in pages}
+    return Memory.from_pages(page_map, dict(objs))
 
 
 class Obj(NamedTuple):
@@ -84,6 +115,32 @@ class Memory:
 
     def __repr__(self) -> str:
         return f"Memory({len(self._pages)} pages, {len(self._objs)} objects)"
+
+    def __reduce__(self) -> tuple:
+        """A copy for another process: each page in its canonical form (``canonical_page``),
+        and the receiver recomputes writer codes and hash (``hash`` is salted per process).
+        Pages and objects are listed in address order, so equal memories give equal copies in
+        every process."""
+        pages = tuple((pno, *canonical_page(self._pages[pno])) for pno in sorted(self._pages))
+        return (_restore, (pages, tuple(sorted(self._objs.items()))))
+
+    @classmethod
+    def from_pages(cls, pages: dict[int, Page], objs: dict[int, Obj]) -> Memory:
+        """RAM holding these pages and objects (e.g. rebuilt from a copy: ``page_from_canonical``)."""
+        h = 0
+        for pno, page in pages.items():
+            h ^= hash((pno, page))
+        for base, obj in objs.items():
+            h ^= hash((base, obj))
+        return cls(pages, objs, h)
+
+    def pages(self) -> ItemsView[int, Page]:
+        """The written pages, (page number, page), in no particular order."""
+        return self._pages.items()
+
+    def objects(self) -> ItemsView[int, Obj]:
+        """The objects, (address, object), in no particular order."""
+        return self._objs.items()
 
     # -- reads -----------------------------------------------------------------------------
     def read(self, addr: int, size: int) -> int:

@@ -24,15 +24,22 @@ class Violation(NamedTuple):
 
 
 class Log:
-    """Collects events (if ``record``) and always collects violations."""
+    """Collects events (if ``record``) and always collects violations.
 
-    __slots__ = ("detail", "events", "record", "violations")
+    ``cross`` is set by the hardware rooms when a CPU's step read or changed the state of another
+    CPU beyond which slots hold one (an IPI, a broadcast SMI, an eject, a firmware timeout that
+    looks at the CPU it waits for): such a step depends on more than its CPU's local view, which
+    is what a driver memoising steps needs to know.
+    """
+
+    __slots__ = ("cross", "detail", "events", "record", "violations")
 
     def __init__(self, record: bool = True, detail: bool = True) -> None:
         self.record = record
         self.detail = detail
         self.events: list[Event] = []
         self.violations: list[Violation] = []
+        self.cross = False
 
     def add(self, kind: str, actor: str, text: str, detail: bool = False, data: tuple = ()) -> None:
         if self.record and (self.detail or not detail):

@@ -45,6 +45,13 @@ def render_check(res: CheckResult, console: Console) -> None:
     console.print(
         f"  {res.states:,} states, {res.transitions:,} transitions, depth {res.depth}, {res.seconds:.2f} s"
     )
+    if res.stats.get("fingerprint"):
+        spacing = res.stats.get("fingerprint_spacing_probability")
+        console.print(
+            "  fingerprints: probability that two distinct states had the same one: calculated "
+            f"(optimistic) {res.collision_probability:.1e}"
+            + (f", based on the actual fingerprints {spacing:.1e}" if spacing is not None else "")
+        )
     render_cases(res, console)
     render_findings(res, console)
     if res.trace:

@@ -1,8 +1,8 @@
 """The history catalog on the command line: ``smm-hotplug history``, ``check --revert/--history``,
 ``matrix --history`` and the history section of ``report``.
 
-The click commands and options stay in interfaces/cli.py as thin wrappers; what they do is here
-(this module does not import the command line, so the two never import each other).
+The click commands and options are thin wrappers in the other modules of this package; what they
+do is here (this module imports none of them).
 """
 
 from __future__ import annotations
