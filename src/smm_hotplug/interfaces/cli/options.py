@@ -196,7 +196,7 @@ def setup_of(design: str, attacks: tuple[str, ...], scenario: Scenario, validate
 
 
 # Cells of the matrix beyond this many states are reported as incomplete rather than run for hours
-# (the `all` column of the designs that hold; see bench/run.py for the figures).
+# (the `all` column of the designs that hold; see bench/model.py for the figures).
 MATRIX_CELL_CAP = 300_000
 
 
