@@ -1,8 +1,8 @@
 """The model's figures: simulator speed, checker rate and size of chosen cells, the matrix under
 both accelerators and the history catalog (bench/run.py measures issue 10's search targets).
 
-    python bench/model.py            # everything (~15 min on 2 cores, 1.6 GiB for the 4 + 4 benign run)
-    python bench/model.py --quick    # the small figures only (the history catalog among them)
+    python bench/model.py            # everything (~40 min on 2 cores, 1.6 GiB for the 4 + 4 benign run)
+    python bench/model.py --quick    # the small figures only (~5 min: `all` with one os-ipi is 3)
     python bench/model.py --default-all 0   # also shipped × all, default config, until the memory limit
                                             # (~95 min, ~20 GiB on a 24 GiB machine)
     python bench/model.py --all-small-cap 5000000   # also shipped × all on 1 boot + 1 plugged CPU,
@@ -154,7 +154,7 @@ def _in_fresh_process(job: Callable[[], str]) -> tuple[str, float, float]:
 
 
 @click.command()
-@click.option("--quick", is_flag=True, help="Only the figures that take seconds.")
+@click.option("--quick", is_flag=True, help="Only the small figures (minutes: no matrix, no 4 + 4 run).")
 @click.option("--cap", type=int, default=1_000_000, show_default=True, help="State cap of the big `all` run.")
 @click.option(
     "--default-all",

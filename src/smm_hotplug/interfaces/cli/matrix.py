@@ -13,10 +13,10 @@ import click
 from rich.console import Console
 
 from smm_hotplug.checker.limits import Limits
-from smm_hotplug.hw.config import ACCEL_KVM, ACCELS
 from smm_hotplug.interfaces.cli import history as history_cli
 from smm_hotplug.interfaces.cli.check import write_junit
 from smm_hotplug.interfaces.cli.options import (
+    ACCEL_OPTION,
     BUDGET_OPTION,
     EXIT_USAGE,
     EXIT_VIOLATED,
@@ -109,13 +109,7 @@ def interrupted(results: list[Any], unfinished: list[tuple[str, str]]) -> str:
 @junit_option("matrix")
 @scenario_options
 @FIRMWARE_OPTION
-@click.option(
-    "--accel",
-    type=click.Choice(ACCELS),
-    default=ACCEL_KVM,
-    show_default=True,
-    help="Accelerator whose CPU rules apply.",
-)
+@ACCEL_OPTION
 @BUDGET_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of check objects.")
 @click.option(

@@ -96,19 +96,21 @@ FIRMWARE_OPTION = click.option(
     help="edk2 version whose SMI rendezvous and hot-eject the firmware follows (see README).",
 )
 
+ACCEL_OPTION = click.option(
+    "--accel",
+    type=click.Choice(ACCELS),
+    default=ACCEL_KVM,
+    show_default=True,
+    help="Accelerator whose CPU rules apply: Linux 6.1 KVM or QEMU 7.2's TCG (how CPUs take SMI, "
+    "NMI, INIT, SIPI).",
+)
+
 design_options = _options(
     click.option(
         "--design", default=DEFAULT_DESIGN, show_default=True, help="Design id (see `smm-hotplug designs`)."
     ),
     FIRMWARE_OPTION,
-    click.option(
-        "--accel",
-        type=click.Choice(ACCELS),
-        default=ACCEL_KVM,
-        show_default=True,
-        help="Accelerator whose CPU rules apply: Linux 6.1 KVM or QEMU 7.2's TCG (how CPUs take SMI, "
-        "NMI, INIT, SIPI).",
-    ),
+    ACCEL_OPTION,
     click.option(
         "--vmm-keeps-smbase",
         is_flag=True,
