@@ -114,9 +114,16 @@ class IoSpace:
     def __init__(self, regions: list[Region], unassigned_byte: int = 0xFF) -> None:
         self.regions = sorted(regions, key=lambda r: r.base)
         self.unassigned_byte = unassigned_byte
+        self._found: dict[int, tuple[Region | None, int]] = {}  # _find's answers: the map is fixed
 
     def _find(self, addr: int) -> tuple[Region | None, int]:
         """The region holding ``addr``, or None and the distance to the next region."""
+        got = self._found.get(addr)
+        if got is None:
+            got = self._found[addr] = self._search(addr)
+        return got
+
+    def _search(self, addr: int) -> tuple[Region | None, int]:
         nxt = 1 << 64
         for r in self.regions:
             if r.base <= addr < r.base + r.size:

@@ -1,0 +1,97 @@
+"""How much could partial-order reduction save?  Commuting moves, measured on the explored states.
+
+    python bench/independence.py                       # shipped × all, default config, 20,000 states
+    python bench/independence.py --states 50000 --attack os-early-smi
+
+A partial-order reduction may skip an interleaving only where two moves of different actors are
+independent: each leaves the other possible and doing them in either order gives the same state
+(the "diamond").  This explores the first states breadth-first, and at each state tries every pair
+of moves of two different actors in both orders.  It prints the share of pairs that commute, how
+many actors can move at a state, and at how many states some actor's moves commute with every
+other actor's move — where even an ideal persistent set could be smaller than "everything" at one
+step.  These are upper bounds of what a sound reduction could use: a persistent set also needs
+the moves an actor makes *later* to stay independent, which a diamond at one state does not show.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+
+import click
+
+from smm_hotplug.checker.traces import CheckSetup
+from smm_hotplug.designs.catalog import DEFAULT_DESIGN
+from smm_hotplug.world import Move, Scenario, System, World
+
+
+def _label(mv: Move) -> tuple[str, str]:
+    """A move named so that it can be found again after another actor's move: the actor and, for
+    an adversary, the action it describes (its choice number may shift)."""
+    if mv.actor.startswith("adv:"):
+        return mv.actor, mv.log.events[0].text if mv.log.events else str(mv.choice)
+    return mv.actor, str(mv.choice)
+
+
+def _moves(system: System, w: World) -> dict[tuple[str, str], World]:
+    return {_label(mv): mv.world for mv in system.moves(w, record=True)}
+
+
+def measure(system: System, states: int) -> str:
+    t0 = time.perf_counter()
+    start = system.initial()
+    seen = {start}
+    queue = deque([start])
+    expanded = pairs = commuting = free_states = 0
+    actors_at = Counter[int]()
+    while queue and expanded < states:
+        w = queue.popleft()
+        expanded += 1
+        moves = _moves(system, w)
+        for w2 in moves.values():
+            if w2 not in seen:
+                seen.add(w2)
+                queue.append(w2)
+        after = {lab: _moves(system, w2) for lab, w2 in moves.items()}
+        actors = {a for a, _ in moves}
+        actors_at[len(actors)] += 1
+        dependent: set[str] = set()
+        labels = list(moves)
+        for i, a in enumerate(labels):
+            for b in labels[i + 1 :]:
+                if a[0] == b[0]:
+                    continue
+                pairs += 1
+                ab, ba = after[a].get(b), after[b].get(a)
+                if ab is not None and ab == ba:
+                    commuting += 1
+                else:
+                    dependent |= {a[0], b[0]}
+        if len(actors) > 1 and actors - dependent:
+            free_states += 1
+    dt = time.perf_counter() - t0
+    many = sum(n for k, n in actors_at.items() if k > 1)
+    spread = ", ".join(f"{k}: {n:,}" for k, n in sorted(actors_at.items()))
+    return (
+        f"{expanded:,} states expanded, {len(seen):,} seen, {dt:.0f} s\n"
+        f"actors able to move at a state (actors: states): {spread}\n"
+        f"pairs of moves of two actors: {pairs:,}, commuting {commuting:,} "
+        f"({100 * commuting / max(pairs, 1):.1f} %)\n"
+        f"states where some actor's moves commute with every other actor's: {free_states:,} of "
+        f"{many:,} with more than one actor ({100 * free_states / max(many, 1):.1f} %)"
+    )
+
+
+@click.command()
+@click.option("--states", default=20_000, show_default=True, help="States to expand.")
+@click.option("--attack", "attacks", multiple=True, default=("all",), show_default=True)
+@click.option("--design", default=DEFAULT_DESIGN, show_default=True)
+@click.option("--accel", type=click.Choice(["kvm", "tcg"]), default="kvm", show_default=True)
+def main(states: int, attacks: tuple[str, ...], design: str, accel: str) -> None:
+    setup = CheckSetup(design, Scenario(), attacks, accel=accel)
+    click.echo(f"{design} × {'+'.join(attacks)}, default configuration, {accel}:")
+    click.echo(measure(setup.system(), states))
+
+
+if __name__ == "__main__":
+    main()
