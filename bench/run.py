@@ -163,7 +163,7 @@ def target3(base: Path, quick: bool) -> None:
 
 
 def target4(base: Path, quick: bool) -> None:
-    job = _check(DEFAULT, ["all"], {"depth": 52 if quick else 60})
+    job = _check(DEFAULT, ["all"], {"depth": 57 if quick else 60})
     for fingerprint, bound in ((False, 40), (True, 16)):
         r = measure({**job, "options": {"fingerprint": fingerprint}})
         per = r["stats"]["visited_bytes"] / r["states"]
