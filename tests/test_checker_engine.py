@@ -16,7 +16,7 @@ from smm_hotplug.checker.explore import accepted_properties, check, judged_prope
 from smm_hotplug.checker.limits import Limits, Watch
 from smm_hotplug.checker.progress import growth, line, states_left
 from smm_hotplug.checker.run import matrix_columns, run_check
-from smm_hotplug.checker.search import Options, Snapshot, _Search
+from smm_hotplug.checker.search import Options, Snapshot, Task, _Search
 from smm_hotplug.checker.store import Visited, collision_probability
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.designs.catalog import DESIGNS
@@ -105,7 +105,7 @@ def _states(design: str, column: str, memo: bool) -> tuple[tuple, list]:
     judged, accepted = judged_properties(adversaries), accepted_properties(adversaries)
     cases = {c: hc.holds_in for c, hc in HARD_CASES.items()}
     watch = Watch(BIG_CELLS.get((design, column)))
-    search = _Search(system, judged, accepted, watch, cases, None, Options(memo=memo), None, None)
+    search = _Search(Task(system, judged, accepted, watch, cases, None, Options(memo=memo)))
     out = search.run()
     keys = search.visited.keys.view()
     worlds = [search.codec.world(tuple(k.tolist())) for k in keys]

@@ -28,7 +28,7 @@ from smm_hotplug.adversaries.base import Adversary
 from smm_hotplug.checker.cases import HARD_CASES, Predicate
 from smm_hotplug.checker.judge import INTERRUPTED, Exploration
 from smm_hotplug.checker.limits import Limits, Watch
-from smm_hotplug.checker.search import Monitor, Options, Progress, search
+from smm_hotplug.checker.search import Monitor, Options, Progress, Task, search
 from smm_hotplug.checker.store import collision_probability
 from smm_hotplug.invariants import PROPERTIES
 from smm_hotplug.world import Scenario, System, World
@@ -203,14 +203,12 @@ def explore(
     ``options`` say how to search (compressed or fingerprinted states, memoised steps, worker
     processes, a cluster): the result is the same."""
     options = options or Options()
-    watch = Watch(limits)
+    task = Task(system, judged, accepted, Watch(limits), dict(cases or {}), goal, options, progress, monitor)
     if options.workers > 1 or options.cluster is not None:
         from smm_hotplug.checker.parallel import search_parallel
 
-        run = search_parallel
-    else:
-        run = search
-    return run(system, judged, accepted, watch, dict(cases or {}), goal, options, progress, monitor)
+        return search_parallel(task)
+    return search(task)
 
 
 def replay_trace(system: System, schedule: list[tuple[str, int]]) -> list[TraceStep]:

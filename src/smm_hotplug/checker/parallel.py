@@ -32,11 +32,10 @@ from typing import Any
 import numpy as np
 
 from smm_hotplug.checker.graph import StateGraph
-from smm_hotplug.checker.judge import INTERRUPTED, Exploration, Judge
-from smm_hotplug.checker.limits import Watch, rss_mib
+from smm_hotplug.checker.judge import INTERRUPTED, Exploration
+from smm_hotplug.checker.limits import rss_mib
 from smm_hotplug.checker.partition import MOVE_BITS, Partition
-from smm_hotplug.checker.search import Monitor, Options, Progress, Snapshot
-from smm_hotplug.world import System
+from smm_hotplug.checker.search import Engine, Task
 
 INF = np.iinfo(np.int64).max
 
@@ -115,26 +114,18 @@ class LocalPool:
 
 
 # -- the driver ----------------------------------------------------------------------------------------
-def search_parallel(
-    system: System,
-    judged: tuple[str, ...],
-    accepted: tuple[str, ...],
-    watch: Watch,
-    cases: dict[str, Any],
-    goal: str | None,
-    opts: Options,
-    progress: Progress | None = None,
-    monitor: Monitor | None = None,
-) -> Exploration:
-    blob = pickle.dumps(system)
+def search_parallel(task: Task) -> Exploration:
+    opts, watch = task.opts, task.watch
+    blob = pickle.dumps(task.system)
     explicit_memory = watch.limits.memory_mib is not None
 
     def args(index: int, workers: int) -> tuple:
         local = opts.cluster is None
         cap = (watch.memory_mib - rss_mib()) / workers if (local or explicit_memory) else None
-        return (blob, judged, accepted, cases, goal, index, workers, opts.fingerprint, opts.memo, cap)
+        props = (task.judged, task.accepted, task.cases, task.goal)
+        return (blob, *props, index, workers, opts.fingerprint, opts.memo, cap)
 
-    driver = _Driver(system, judged, accepted, watch, cases, goal, opts, progress, monitor)
+    driver = _Driver(task)
     pool: Any = None
     try:
         if opts.cluster is not None:
@@ -152,34 +143,16 @@ def search_parallel(
             pool.close(abort=driver.interrupted)
 
 
-class _Driver(Judge):
-    def __init__(
-        self,
-        system: System,
-        judged: tuple[str, ...],
-        accepted: tuple[str, ...],
-        watch: Watch,
-        cases: dict[str, Any],
-        goal: str | None,
-        opts: Options,
-        progress: Progress | None,
-        monitor: Monitor | None,
-    ) -> None:
-        super().__init__(system, judged, accepted)
+class _Driver(Engine):
+    def __init__(self, task: Task) -> None:
+        super().__init__(task)
         self.pool: Any = None
         self.P = 0
-        self.watch = watch
-        self.pending = list(cases)
-        self.goal = goal
-        self.opts = opts
-        self.progress = progress
-        self.monitor = monitor
+        self.pending = list(task.cases)
         self.states = 1
-        self.layers: list[int] = []
         self.finished: list[int] = []
         self.layer_starts = [0]
         self.worker_memory: list[float] = []
-        self.t0 = time.monotonic()
         self.interrupted = False  # by Ctrl-C: the workers may be in the middle of a call
 
     def call(self, name: str, args: list[tuple] | None = None) -> list[Any]:
@@ -222,19 +195,7 @@ class _Driver(Judge):
         return out[::-1]
 
     def report(self, layer: int, done: int) -> None:
-        if self.monitor is not None:
-            self.monitor(
-                Snapshot(
-                    self.depth,
-                    layer,
-                    done,
-                    self.states,
-                    self.transitions,
-                    time.monotonic() - self.t0,
-                    rss_mib() + sum(self.worker_memory),
-                    tuple(self.layers),
-                )
-            )
+        self.snapshot(layer, done, self.states, rss_mib() + sum(self.worker_memory))
 
     # -- the search ----------------------------------------------------------------------------
     def run(self, pool: Any) -> Exploration:

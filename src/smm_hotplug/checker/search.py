@@ -60,56 +60,67 @@ Monitor = Callable[[Snapshot], None]
 Progress = Callable[[int, int, int], None]  # (states, transitions, depth) after each layer
 
 
-def search(
-    system: System,
-    judged: tuple[str, ...],
-    accepted: tuple[str, ...],
-    watch: Watch,
-    cases: dict[str, Predicate],
-    goal: str | None,
-    opts: Options,
-    progress: Progress | None = None,
-    monitor: Monitor | None = None,
-) -> Exploration:
+@dataclass(frozen=True)
+class Task:
+    """One search, whatever engine runs it: the system, its deciding and accepted properties,
+    the limits, the hard cases to record (``goal``: the one that ends it), how to search, and
+    who is told how far it has got."""
+
+    system: System
+    judged: tuple[str, ...]
+    accepted: tuple[str, ...]
+    watch: Watch
+    cases: dict[str, Predicate]
+    goal: str | None
+    opts: Options
+    progress: Progress | None = None
+    monitor: Monitor | None = None
+
+
+class Engine(Judge):
+    """What every search engine keeps of its task, and its progress report."""
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(task.system, task.judged, task.accepted)
+        self.watch = task.watch
+        self.goal = task.goal
+        self.opts = task.opts
+        self.progress = task.progress
+        self.monitor = task.monitor
+        self.layers: list[int] = []  # sizes of the layers expanded so far
+        self.t0 = time.monotonic()
+
+    def snapshot(self, layer: int, done: int, states: int, memory_mib: float) -> None:
+        """Tell the monitor how far the search has got in the layer being expanded."""
+        if self.monitor is not None:
+            elapsed = time.monotonic() - self.t0
+            at = (self.depth, layer, done, states, self.transitions, elapsed, memory_mib, tuple(self.layers))
+            self.monitor(Snapshot(*at))
+
+
+def search(task: Task) -> Exploration:
     # The search makes and drops millions of small tuples while holding a few large tables:
     # the cyclic garbage collector would rescan those tables again and again (a third of the
     # time); the states are acyclic, so it is held off, and the young objects collected per layer.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _Search(system, judged, accepted, watch, cases, goal, opts, progress, monitor).run()
+        return _Search(task).run()
     finally:
         if enabled:
             gc.enable()
 
 
-class _Search(Judge):
-    def __init__(
-        self,
-        system: System,
-        judged: tuple[str, ...],
-        accepted: tuple[str, ...],
-        watch: Watch,
-        cases: dict[str, Predicate],
-        goal: str | None,
-        opts: Options,
-        progress: Progress | None,
-        monitor: Monitor | None,
-    ) -> None:
-        super().__init__(system, judged, accepted)
-        self.watch = watch
-        self.pending = dict(cases)
-        self.goal = goal
-        self.opts = opts
-        self.progress = progress
-        self.monitor = monitor
+class _Search(Engine):
+    def __init__(self, task: Task) -> None:
+        super().__init__(task)
+        opts = task.opts
+        self.pending = dict(task.cases)
         self.codec = Codec()
         self.visited = Visited(opts.fingerprint)
         self.graph = StateGraph()
-        self.step = StepMemo(system.plat) if opts.memo else None
+        self.step = StepMemo(task.system.plat) if opts.memo else None
         self.finished = Column(np.int64)
-        self.layers: list[int] = []
-        self.t0 = time.monotonic()
         self._last_report = 0.0
         # Fingerprint mode keeps no keys per state: the layer being expanded and the next one
         # keep theirs here.
@@ -160,18 +171,7 @@ class _Search(Judge):
         if not force and now - self._last_report < 1.0:
             return
         self._last_report = now
-        self.monitor(
-            Snapshot(
-                self.depth,
-                layer,
-                done,
-                states,
-                self.transitions,
-                now - self.t0,
-                rss_mib(),
-                tuple(self.layers),
-            )
-        )
+        self.snapshot(layer, done, states, rss_mib())
 
     # -- the search --------------------------------------------------------------------------
     def run(self) -> Exploration:
