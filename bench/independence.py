@@ -37,6 +37,21 @@ def _moves(system: System, w: World) -> dict[tuple[str, str], World]:
     return {_label(mv): mv.world for mv in system.moves(w, record=True)}
 
 
+def _kind(system: System, w: World, actor: str) -> str:
+    """What an actor is at ``w``: a CPU in SMM, one running the OS, another CPU (booting, in the
+    pen, just started), the operator, or an adversary by the party it is."""
+    if actor.startswith("cpu"):
+        c = w.m.cpus[int(actor[3:])]
+        if c.smm:
+            return "cpu in SMM"
+        if c.pc is not None and system.plat.fetch(w.m, c.pc[0], "cpu")[1] == "os":
+            return "cpu in the OS"
+        return "cpu (other)"
+    if actor == "mgmt":
+        return "operator"
+    return "adversary"
+
+
 def measure(system: System, states: int) -> str:
     t0 = time.perf_counter()
     start = system.initial()
@@ -44,6 +59,8 @@ def measure(system: System, states: int) -> str:
     queue = deque([start])
     expanded = pairs = commuting = free_states = 0
     actors_at = Counter[int]()
+    by_kind: Counter[tuple[str, str]] = Counter()
+    commuting_by_kind: Counter[tuple[str, str]] = Counter()
     while queue and expanded < states:
         w = queue.popleft()
         expanded += 1
@@ -62,9 +79,12 @@ def measure(system: System, states: int) -> str:
                 if a[0] == b[0]:
                     continue
                 pairs += 1
+                kinds = tuple(sorted((_kind(system, w, a[0]), _kind(system, w, b[0]))))
+                by_kind[kinds] += 1  # type: ignore[index]
                 ab, ba = after[a].get(b), after[b].get(a)
                 if ab is not None and ab == ba:
                     commuting += 1
+                    commuting_by_kind[kinds] += 1  # type: ignore[index]
                 else:
                     dependent |= {a[0], b[0]}
         if len(actors) > 1 and actors - dependent:
@@ -72,11 +92,15 @@ def measure(system: System, states: int) -> str:
     dt = time.perf_counter() - t0
     many = sum(n for k, n in actors_at.items() if k > 1)
     spread = ", ".join(f"{k}: {n:,}" for k, n in sorted(actors_at.items()))
+    kinds = "\n".join(
+        f"  {a} / {b}: {n:,} pairs, {100 * commuting_by_kind[(a, b)] / n:.1f} % commute"
+        for (a, b), n in by_kind.most_common()
+    )
     return (
         f"{expanded:,} states expanded, {len(seen):,} seen, {dt:.0f} s\n"
         f"actors able to move at a state (actors: states): {spread}\n"
         f"pairs of moves of two actors: {pairs:,}, commuting {commuting:,} "
-        f"({100 * commuting / max(pairs, 1):.1f} %)\n"
+        f"({100 * commuting / max(pairs, 1):.1f} %), by what the two actors are:\n{kinds}\n"
         f"states where some actor's moves commute with every other actor's: {free_states:,} of "
         f"{many:,} with more than one actor ({100 * free_states / max(many, 1):.1f} %)"
     )
