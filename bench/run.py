@@ -33,7 +33,7 @@ from typing import Any
 import click
 
 ROOT = Path(__file__).resolve().parent.parent
-BASELINE = "b8175326bf7b0f7cef481b8060fb1581592fd930"  # main before issue 10 was merged (same model)
+BASELINE = "3b475bc86e2783c02f0fc47503db005443fb8a34"  # main as the last stop landed it (issues 10-16 merged)
 DEFAULT = [2, 4, 2, 1]
 BIG = [4, 8, 4, 1]
 
