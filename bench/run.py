@@ -3,7 +3,7 @@
     python bench/run.py                  # every target (hours: target 1 is the full proof)
     python bench/run.py --target 2       # one target (repeatable: --target 2 --target 3)
     python bench/run.py --quick          # targets 2-6 on smaller bounds (minutes)
-    python bench/run.py --baseline REF   # compare with REF (default: main before issue 10 was merged)
+    python bench/run.py --baseline REF   # compare with REF (default: main as the last stop landed it)
 
 Every measurement runs in a fresh process (bench/measure.py) so its time and peak memory are
 its own; the last landed version runs from a detached git worktree of REF under .bench/ with
