@@ -42,6 +42,7 @@ from smm_hotplug.hw.trace import NullLog
 from smm_hotplug.world import System
 
 MOVE_BITS = 16  # a key is parent number << MOVE_BITS | move index
+PACK_ROWS = 1 << 16  # successors kept as tuples before they are packed into an array
 CANDIDATE = np.dtype(
     [("src", "<i8"), ("move", "<u2"), ("actor", "<u2"), ("choice", "<i4"), ("parts", "<u8", (KEY_WIDTH,))]
 )
@@ -186,8 +187,9 @@ class Partition:
         first move that violates a deciding property and the first that violates each accepted
         one (key, property, detail, actor, choice, place among the move's violations)."""
         system, codec, step, judge = self.system, self.codec, self.step, self.judge
-        rows: list[tuple] = []
-        dest: list[np.ndarray] = []
+        rows: list[tuple] = []  # the successors not yet packed into ``chunks``
+        chunks: list[np.ndarray] = []
+        sent_rows = 0
         degrees: list[int] = []
         finished: list[int] = []
         violation: tuple | None = None
@@ -218,28 +220,25 @@ class Partition:
                 rows.append((g, i, self._actor(mv.actor), mv.choice, key))
             if violation is not None:
                 break  # later transitions of this layer cannot matter any more
-            if len(rows) > look:
-                look = len(rows) + 4096
+            if len(rows) >= PACK_ROWS:  # a large layer's successors as tuples would take GBs
+                chunks.append(self._candidates(rows))
+                sent_rows += len(rows)
+                rows = []
+            if sent_rows + len(rows) > look:
+                look = sent_rows + len(rows) + 4096
                 if self.memory_mib is not None and rss_mib() > self.memory_mib:
                     return {"stopped": f"at {self.memory_mib:,.0f} MiB of memory in worker {self.index}"}
                 if deadline is not None and time.monotonic() > deadline:
                     return {"stopped": "time"}
         if max(degrees, default=0) >= (1 << MOVE_BITS) - 1:
             raise OverflowError("a state with more than 65,535 moves")
-        cand = np.zeros(len(rows), CANDIDATE)
-        if rows:
-            cand["src"] = [r[0] for r in rows]
-            cand["move"] = [r[1] for r in rows]
-            cand["actor"] = [r[2] for r in rows]
-            cand["choice"] = [r[3] for r in rows]
-            ids = np.array([r[4] for r in rows], np.int64)
-            for k in range(KEY_WIDTH):
-                cand["parts"][:, k] = self._addresses(k, int(ids[:, k].max()))[ids[:, k]]
-            dest = owners(cand["parts"], self.workers)
+        chunks.append(self._candidates(rows))
+        cand = np.concatenate(chunks)
+        dest = owners(cand["parts"], self.workers) if len(cand) else np.zeros(0, np.int64)
         # Each receiver's share as bytes: the driver routes it without unpacking it.
         out: list[bytes] = []
         for q in range(self.workers):
-            mine = cand[dest == q] if rows else cand
+            mine = cand[dest == q]
             ship: list[tuple[int, int, Any]] = []
             pages: list[tuple[int, tuple]] = []
             sent = self.sent[q]
@@ -264,6 +263,20 @@ class Partition:
             "findings": list(findings.values()),
             "memory": rss_mib(),
         }
+
+    def _candidates(self, rows: list[tuple]) -> np.ndarray:
+        """Successors (parent number, move index, actor code, choice, part ids) packed as they
+        travel: the part ids turned into content addresses."""
+        cand = np.zeros(len(rows), CANDIDATE)
+        if rows:
+            cand["src"] = [r[0] for r in rows]
+            cand["move"] = [r[1] for r in rows]
+            cand["actor"] = [r[2] for r in rows]
+            cand["choice"] = [r[3] for r in rows]
+            ids = np.array([r[4] for r in rows], np.int64)
+            for k in range(KEY_WIDTH):
+                cand["parts"][:, k] = self._addresses(k, int(ids[:, k].max()))[ids[:, k]]
+        return cand
 
     # -- phase 2 -------------------------------------------------------------------------------
     def absorb(self, packed: list[bytes], pending: list[str]) -> dict[str, Any]:
