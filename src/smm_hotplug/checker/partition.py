@@ -128,7 +128,8 @@ class Partition:
         have = self._address_arrays[kind]
         if len(have) <= upto:
             self._address(kind, upto)
-            have = self._address_arrays[kind] = np.array(self.address[kind], np.uint64)
+            more = np.array(self.address[kind][len(have) :], np.uint64)  # only the new ones
+            have = self._address_arrays[kind] = np.concatenate([have, more])
         return have
 
     def _learn(self, kind: int, address: int, value: Any) -> int:
