@@ -1,6 +1,6 @@
 """Benchmarks: the figures of issue 10's targets, each with its ratio to the last landed version.
 
-    python bench/run.py                  # every target (hours: target 1 is the full proof)
+    python bench/run.py                  # every target (~2 hours: target 1 gives `all` 30 minutes, twice)
     python bench/run.py --target 2       # one target (repeatable: --target 2 --target 3)
     python bench/run.py --quick          # targets 2-6 on smaller bounds (minutes)
     python bench/run.py --baseline REF   # compare with REF (default: main as the last stop landed it)
