@@ -31,6 +31,7 @@ import click
 
 from smm_hotplug.checker.traces import CheckSetup
 from smm_hotplug.designs.catalog import DEFAULT_DESIGN
+from smm_hotplug.errors import UsageError
 from smm_hotplug.world import Move, Scenario, System, World
 
 
@@ -149,15 +150,21 @@ def subsume(system: System, depth: int) -> str:
 
 
 _SETUP = [
-    click.option("--attack", "attacks", multiple=True, default=("all",), show_default=True),
-    click.option("--design", default=DEFAULT_DESIGN, show_default=True),
+    click.option(
+        "--attack", "attacks", multiple=True, default=("all",), show_default=True, help="Adversary id (repeatable)."
+    ),
+    click.option("--design", default=DEFAULT_DESIGN, show_default=True, help="Design id."),
     click.option("--accel", type=click.Choice(["kvm", "tcg"]), default="kvm", show_default=True),
 ]
 
 
 def _system(attacks: tuple[str, ...], design: str, accel: str) -> System:
+    try:
+        system = CheckSetup(design, Scenario(), attacks, accel=accel).system()
+    except UsageError as err:  # an unknown id or impossible count: one line, non-zero exit
+        raise click.ClickException(str(err)) from None
     click.echo(f"{design} × {'+'.join(attacks)}, default configuration, {accel}:")
-    return CheckSetup(design, Scenario(), attacks, accel=accel).system()
+    return system
 
 
 def _with_setup(fn):  # type: ignore[no-untyped-def]
