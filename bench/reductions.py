@@ -151,7 +151,12 @@ def subsume(system: System, depth: int) -> str:
 
 _SETUP = [
     click.option(
-        "--attack", "attacks", multiple=True, default=("all",), show_default=True, help="Adversary id (repeatable)."
+        "--attack",
+        "attacks",
+        multiple=True,
+        default=("all",),
+        show_default=True,
+        help="Adversary id (repeatable).",
     ),
     click.option("--design", default=DEFAULT_DESIGN, show_default=True, help="Design id."),
     click.option("--accel", type=click.Choice(["kvm", "tcg"]), default="kvm", show_default=True),
