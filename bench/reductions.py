@@ -1,8 +1,10 @@
-"""What two reductions not built could save, measured on the explored states.
+"""What reductions not built could save, measured on the explored states.
 
     python bench/reductions.py commute                 # shipped × all, default config, 3,000 states
     python bench/reductions.py commute --states 20000 --attack os-early-smi
     python bench/reductions.py subsume --depth 59      # budget subsumption, every schedule ≤ 59 steps
+    python bench/reductions.py ceiling --attack os-early-smi          # POR if only "now" mattered
+    python bench/reductions.py ceiling --attack os-ipi --by cpus --cpus 1,2,1,1
 
 ``commute``: a partial-order reduction may skip an interleaving only where two moves of different
 actors are independent: each leaves the other possible and doing them in either order gives the
@@ -20,6 +22,30 @@ reachable machine, at the same or a smaller depth, so safety verdicts and shorte
 lengths stay (not the traces themselves, and not a proof of ``hotplug-completes``: a state with
 less budget may be stuck where the one kept is not).  This counts the states of a plain
 breadth-first search and of one that skips subsumed states, to the same depth.
+
+``ceiling``: the whole state space as a partial-order reduction would keep it if only the
+moves possible *now* mattered, next to the plain one.  At each state every pair of moves gets
+the diamond test (as ``commute``); two moves that fail it are dependent.  A candidate set of
+moves to explore alone is the closure of a seed under dependency: nothing outside it interferes
+with anything inside, at this state.  The smallest candidate is explored, unless one of its moves
+reports a violation (visibility: a move that changes what a property sees must not be
+postponed) or leads to a state met at this depth or before (the cycle proviso of a
+breadth-first search: every cycle then has a fully expanded state); then the next smallest,
+else every move.  A sound persistent set must also hold against the moves made *later* by the
+actors outside it, and ``--by`` says how much of that the seeds respect:
+
+* ``cpus``: every CPU's move together; only the adversaries and the operator can be postponed.
+  Their later moves are the same few actions as now (within their budgets), so this is close to
+  what footprints alone would allow — nothing the CPUs will do later has to be known.
+* ``cpu`` (default): one CPU's move.  The other CPUs' later steps are not looked at, so this is
+  what per-program summaries of every step's accesses could at best add: an upper bound of the
+  gain of a sound reduction built on them.
+* ``move`` / ``actor``: any one move (or all of one actor's moves).  Postponing an adversary
+  because its action commutes with everything *now* drops every run where it acts after a
+  dependent step, so these counts are far below anything sound; they are printed only to show
+  how much of the gap the future condition is.
+
+The choice among candidates is greedy (smallest first).
 """
 
 from __future__ import annotations
@@ -116,6 +142,76 @@ def measure(system: System, states: int) -> str:
     )
 
 
+def ceiling(system: System, limit: int, by: str) -> str:
+    lines = []
+    for reduce in (False, True):
+        t0 = time.perf_counter()
+        start = system.initial()
+        depth_of = {start: 0}
+        queue = deque([start])
+        transitions = reduced = 0
+        while queue and len(depth_of) <= limit:
+            w = queue.popleft()
+            moves = list(system.moves(w, record=reduce))
+            kept = _ample(system, w, moves, depth_of, by) if reduce else moves
+            reduced += len(kept) < len(moves)
+            transitions += len(kept)
+            for mv in kept:
+                if mv.world not in depth_of:
+                    depth_of[mv.world] = depth_of[w] + 1
+                    queue.append(mv.world)
+        dt = time.perf_counter() - t0
+        states = f"{len(depth_of):,}" if not queue else f"incomplete at {len(depth_of):,}"
+        label = f"reduction (closures of {by})" if reduce else "plain"
+        extra = f", {reduced:,} states expanded partly" if reduce else ""
+        deepest = max(depth_of.values())
+        counts = f"{states} states, {transitions:,} transitions, depth {deepest}"
+        lines.append(f"{label}: {counts}{extra} ({dt:.0f} s)")
+    return "\n".join(lines)
+
+
+def _ample(system: System, w: World, moves: list[Move], depth_of: dict[World, int], by: str) -> list[Move]:
+    """The smallest closure of a move under dependency at ``w`` that may be explored alone (see
+    the module's docstring), or every move."""
+    if len({mv.actor for mv in moves}) < 2:
+        return moves
+    labels = [_label(mv) for mv in moves]
+    after = [{_label(m2): m2.world for m2 in system.moves(mv.world, record=True)} for mv in moves]
+    n = len(moves)
+    dependent: list[set[int]] = [set() for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            ij, ji = after[i].get(labels[j]), after[j].get(labels[i])
+            if ij is None or ij != ji or (by == "actor" and moves[i].actor == moves[j].actor):
+                dependent[i].add(j)
+                dependent[j].add(i)
+    closures: set[frozenset[int]] = set()
+    cpus = [i for i, mv in enumerate(moves) if mv.actor.startswith("cpu")]
+    if by == "cpus":
+        seeds = [cpus] if cpus else []
+    elif by == "cpu":
+        seeds = [[i] for i in cpus]
+    else:
+        seeds = [[i] for i in range(n)]
+    for seed in seeds:
+        closure, todo = set(seed), list(seed)
+        while todo:
+            for k in dependent[todo.pop()] - closure:
+                closure.add(k)
+                todo.append(k)
+        if len(closure) < n:
+            closures.add(frozenset(closure))
+    here = depth_of[w]
+    for closure in sorted(closures, key=lambda c: (len(c), sorted(c))):
+        chosen = [moves[k] for k in sorted(closure)]
+        if any(mv.log.violations for mv in chosen):
+            continue
+        if any(depth_of.get(mv.world, here + 1) <= here for mv in chosen):
+            continue
+        return chosen
+    return moves
+
+
 def subsume(system: System, depth: int) -> str:
     lines = []
     for skip in (False, True):
@@ -163,13 +259,23 @@ _SETUP = [
 ]
 
 
-def _system(attacks: tuple[str, ...], design: str, accel: str) -> System:
+def _system(attacks: tuple[str, ...], design: str, accel: str, cpus: str | None = None) -> System:
     try:
-        system = CheckSetup(design, Scenario(), attacks, accel=accel).system()
+        scenario = Scenario(*_counts(cpus)) if cpus else Scenario()
+        system = CheckSetup(design, scenario, attacks, accel=accel).system()
     except UsageError as err:  # an unknown id or impossible count: one line, non-zero exit
         raise click.ClickException(str(err)) from None
-    click.echo(f"{design} × {'+'.join(attacks)}, default configuration, {accel}:")
+    where = f"{cpus} (boot, max, plug, unplug)" if cpus else "default configuration"
+    click.echo(f"{design} × {'+'.join(attacks)}, {where}, {accel}:")
     return system
+
+
+def _counts(spec: str) -> tuple[int, int, int, int]:
+    parts = spec.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise UsageError(f"--cpus takes four counts BOOT,MAX,PLUG,UNPLUG, not {spec!r}")
+    boot, most, plug, unplug = (int(p) for p in parts)
+    return boot, most, plug, unplug
 
 
 def _with_setup(fn):  # type: ignore[no-untyped-def]
@@ -195,6 +301,17 @@ def commute_cmd(states: int, attacks: tuple[str, ...], design: str, accel: str) 
 @_with_setup
 def subsume_cmd(depth: int, attacks: tuple[str, ...], design: str, accel: str) -> None:
     click.echo(subsume(_system(attacks, design, accel), depth))
+
+
+@main.command("ceiling")
+@click.option("--limit", default=3_000_000, show_default=True, help="Stop a search after this many states.")
+@click.option("--by", type=click.Choice(["cpus", "cpu", "move", "actor"]), default="cpu", show_default=True)
+@click.option("--cpus", default=None, help="BOOT,MAX,PLUG,UNPLUG instead of the default 2,4,2,1.")
+@_with_setup
+def ceiling_cmd(
+    limit: int, by: str, cpus: str | None, attacks: tuple[str, ...], design: str, accel: str
+) -> None:
+    click.echo(ceiling(_system(attacks, design, accel, cpus), limit, by))
 
 
 if __name__ == "__main__":
