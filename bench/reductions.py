@@ -171,12 +171,12 @@ def ceiling(system: System, limit: int, by: str) -> str:
 
 
 def _ample(system: System, w: World, moves: list[Move], depth_of: dict[World, int], by: str) -> list[Move]:
-    """The smallest closure of a move under dependency at ``w`` that may be explored alone (see
+    """The smallest closure of a seed under dependency at ``w`` that may be explored alone (see
     the module's docstring), or every move."""
     if len({mv.actor for mv in moves}) < 2:
         return moves
     labels = [_label(mv) for mv in moves]
-    after = [{_label(m2): m2.world for m2 in system.moves(mv.world, record=True)} for mv in moves]
+    after = [_moves(system, mv.world) for mv in moves]
     n = len(moves)
     dependent: list[set[int]] = [set() for _ in range(n)]
     for i in range(n):
